@@ -1,0 +1,42 @@
+//! `nebula-ctl`: the administrator's view of nebula-memory.
+//!
+//! Thin by design: clap parses, the library works. One file per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod probe;
+
+/// Probe, run and watch nebula-memory isolation contexts.
+#[derive(Parser, Debug)]
+#[command(name = "nebula-ctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Probe(probe::Probe),
+    Demo(demo::Demo),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe(p) => p.run(),
+        Command::Demo(d) => d.run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nebula-ctl: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

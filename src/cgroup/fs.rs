@@ -1,0 +1,295 @@
+//! The file plumbing under [`CgroupRoot`](super::CgroupRoot) and [`Leaf`](super::Leaf): a
+//! cgroup directory held open by fd, with dirfd-relative reads, single-`write(2)` writes and
+//! `poll(POLLPRI)` waits.
+//!
+//! Interface files are small kernfs files: a value must reach the kernel in one `write(2)`
+//! (a short write would be a different value), and a read is repeated from offset 0 for a
+//! fresh snapshot. Reading also rearms kernfs change notification for that open file: after a
+//! read, `poll` with `POLLPRI` sleeps until the kernel calls `cgroup_file_notify` on it.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
+use rustix::io::Errno;
+
+use super::error::CgroupError;
+
+/// A cgroup directory, open by fd, and the path it was opened at (for messages).
+#[derive(Debug)]
+pub(crate) struct CgroupDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Flags for the directory fd: readable (so it is accepted by `clone3(CLONE_INTO_CGROUP)` and
+/// usable as an `openat` base) and close-on-exec (contexts must not inherit it).
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY
+    .union(OFlags::RDONLY)
+    .union(OFlags::CLOEXEC);
+
+impl CgroupDir {
+    /// Opens the directory at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, CgroupError> {
+        let fd =
+            rustix::fs::open(path, DIR_FLAGS, Mode::empty()).map_err(|e| CgroupError::OpenDir {
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
+        Ok(CgroupDir {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens the child directory `name` of this one.
+    pub(crate) fn open_child(&self, name: &str) -> Result<Self, CgroupError> {
+        let path = self.path.join(name);
+        let fd =
+            openat(&self.fd, name, DIR_FLAGS, Mode::empty()).map_err(|e| CgroupError::OpenDir {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+        Ok(CgroupDir { fd, path })
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn file_path(&self, file: &str) -> PathBuf {
+        self.path.join(file)
+    }
+
+    /// Opens an interface file of this directory.
+    pub(crate) fn open_file(&self, file: &str, flags: OFlags) -> io::Result<OwnedFd> {
+        Ok(openat(
+            &self.fd,
+            file,
+            flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )?)
+    }
+
+    /// Reads a whole interface file; the raw `io::Error` so callers can tell `ENOENT` apart.
+    pub(crate) fn read_raw(&self, file: &str) -> io::Result<String> {
+        let fd = self.open_file(file, OFlags::RDONLY)?;
+        read_from_start(&fd)
+    }
+
+    /// Reads a whole interface file.
+    pub(crate) fn read(&self, file: &str) -> Result<String, CgroupError> {
+        self.read_raw(file).map_err(|source| CgroupError::Read {
+            path: self.file_path(file),
+            source,
+        })
+    }
+
+    /// Writes `value` with one `write(2)`; the raw `io::Error` for the caller to classify.
+    pub(crate) fn write_raw(&self, file: &str, value: &[u8]) -> io::Result<()> {
+        let fd = self.open_file(file, OFlags::WRONLY)?;
+        write_once(&fd, value)
+    }
+}
+
+/// Reads a kernfs file from offset 0 to its end.
+pub(crate) fn read_from_start(fd: &OwnedFd) -> io::Result<String> {
+    retry_intr(|| seek(fd, SeekFrom::Start(0)))?;
+    let mut out = Vec::with_capacity(256);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = retry_intr(|| rustix::io::read(fd, &mut buf[..]))?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// One `write(2)` of the whole value: a partial write would hand the kernel another value.
+pub(crate) fn write_once(fd: &OwnedFd, value: &[u8]) -> io::Result<()> {
+    let n = retry_intr(|| rustix::io::write(fd, value))?;
+    if n != value.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {n} of {} bytes", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn retry_intr<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// What one `poll(POLLPRI)` wait saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// `POLLPRI` without `POLLERR`: a PSI trigger fired.
+    Pri,
+    /// `POLLERR` (with or without `POLLPRI`): kernfs reports a change to a notified file this
+    /// way, and a PSI file whose trigger is gone too.
+    Err,
+    /// The timeout expired first.
+    Timeout,
+}
+
+/// Polls `fd` for `POLLPRI` until `deadline`, retrying on `EINTR`.
+pub(crate) fn poll_pri(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<Wake> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Wake::Timeout);
+        }
+        // Round up to a whole millisecond so a sub-millisecond remainder does not spin.
+        let left = left.max(Duration::from_millis(1));
+        let ts = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::PRI)];
+        match poll(&mut fds, Some(&ts)) {
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) => continue, // re-check the deadline
+            Ok(_) => {
+                let r = fds[0].revents();
+                if r.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
+                    return Ok(Wake::Err);
+                }
+                if r.contains(PollFlags::PRI) {
+                    return Ok(Wake::Pri);
+                }
+            }
+        }
+    }
+}
+
+/// Validates the name of a cgroup directory: one path component the kernel will accept.
+pub(crate) fn validate_name(name: &str) -> Result<(), CgroupError> {
+    let bad = |reason| {
+        Err(CgroupError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name == "." || name == ".." {
+        return bad("not a directory name");
+    }
+    if name.contains('/') {
+        return bad("contains '/': give a single directory name");
+    }
+    if name.contains('\n') || name.contains('\0') {
+        return bad("contains a newline or NUL");
+    }
+    if name.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    if name.starts_with("cgroup.") {
+        return bad("names starting with \"cgroup.\" collide with interface files");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A temporary directory removed on drop (no tempfile crate in this package).
+    pub(crate) struct TempDir(pub(crate) PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "nebula-cgroup-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn read_write_relative_to_the_dir_fd() {
+        let t = TempDir::new("fs");
+        std::fs::write(t.0.join("memory.max"), "max\n").unwrap();
+        let d = CgroupDir::open(&t.0).unwrap();
+        assert_eq!(d.read("memory.max").unwrap(), "max\n");
+        d.write_raw("memory.max", b"33554432").unwrap();
+        assert_eq!(d.read("memory.max").unwrap(), "33554432");
+        let e = d.read("nope").unwrap_err();
+        assert!(matches!(e, CgroupError::Read { .. }), "{e}");
+        assert!(e.to_string().contains("/nope"), "{e}");
+        let e = d.write_raw("nope", b"1").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        std::fs::create_dir(t.0.join("leaf")).unwrap();
+        let c = d.open_child("leaf").unwrap();
+        assert_eq!(c.path(), t.0.join("leaf"));
+        assert!(d.open_child("missing").is_err());
+    }
+
+    #[test]
+    fn rereads_from_offset_zero() {
+        let t = TempDir::new("fs");
+        let f = t.0.join("cgroup.events");
+        std::fs::write(&f, "populated 1\nfrozen 0\n").unwrap();
+        let d = CgroupDir::open(&t.0).unwrap();
+        let fd = d.open_file("cgroup.events", OFlags::RDONLY).unwrap();
+        assert_eq!(read_from_start(&fd).unwrap(), "populated 1\nfrozen 0\n");
+        assert_eq!(read_from_start(&fd).unwrap(), "populated 1\nfrozen 0\n");
+    }
+
+    #[test]
+    fn poll_times_out_on_a_quiet_file() {
+        // A pipe never raises POLLPRI: the wait ends at the deadline.
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let t0 = Instant::now();
+        let w = poll_pri(r.as_fd(), t0 + Duration::from_millis(30)).unwrap();
+        assert_eq!(w, Wake::Timeout);
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["ctx-1", "nebula", "a.b", "tenant_7"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\nb",
+            "cgroup.procs",
+            &"x".repeat(256),
+        ] {
+            let e = validate_name(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The crate's error type.
+//!
+//! Every fallible public function returns [`IsolationError`] (or a module error that
+//! converts into it). Variants carry the facts a caller needs to act: which context, which
+//! limit, what was asked for; messages name the fix where one is known.
+
+use std::io;
+
+use crate::isolation::ContextId;
+
+/// What went wrong in an isolation operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IsolationError {
+    /// No context with this id exists (it was dropped, or never created here).
+    #[error("context {0} not found")]
+    ContextNotFound(ContextId),
+
+    /// A configured limit would be exceeded; nothing was allocated.
+    #[error(
+        "context {context}: {limit} limit exceeded: {requested} requested, {used} in use, limit {max}"
+    )]
+    LimitExceeded {
+        /// The context whose limit (or whose ancestor's limit) was hit.
+        context: ContextId,
+        /// Which limit: `"memory"`, `"allocations"`.
+        limit: &'static str,
+        /// What the operation asked for (bytes or allocations).
+        requested: u64,
+        /// What was already in use.
+        used: u64,
+        /// The limit.
+        max: u64,
+    },
+
+    /// The context lacks a permission the operation needs.
+    #[error("context {context}: permission denied: {operation} needs {needed}")]
+    PermissionDenied {
+        /// The context that asked.
+        context: ContextId,
+        /// What it tried to do.
+        operation: &'static str,
+        /// The permission it lacks (e.g. `"WRITE"`).
+        needed: &'static str,
+    },
+
+    /// The context's region has no room left for this request (its reservation, not its
+    /// budget, is exhausted), or the kernel refused memory.
+    #[error(
+        "context {context}: out of memory: {requested} bytes requested, {available} bytes left in the region of {capacity}; Hint: raise the region size with with_region_size"
+    )]
+    OutOfMemory {
+        /// The context.
+        context: ContextId,
+        /// Bytes asked for (with alignment padding).
+        requested: u64,
+        /// Bytes left in the region.
+        available: u64,
+        /// The region's size.
+        capacity: u64,
+    },
+
+    /// An access outside what a context may touch was detected.
+    #[error("access violation at {address:#x}: {reason}")]
+    AccessViolation {
+        /// The faulting or checked address.
+        address: usize,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// Code run by `execute` took longer than the context's deadline. The region level
+    /// cannot preempt, so this is reported when the code returns.
+    #[error(
+        "context {context}: deadline of {limit:?} exceeded (ran {elapsed:?}); Hint: the process and wasm levels stop code at the deadline"
+    )]
+    DeadlineExceeded {
+        /// The context.
+        context: ContextId,
+        /// Its deadline.
+        limit: std::time::Duration,
+        /// How long the code ran.
+        elapsed: std::time::Duration,
+    },
+
+    /// Code running in an isolated thread panicked.
+    #[error("isolated thread panicked: {0}")]
+    ThreadPanicked(String),
+
+    /// The channel is at its capacity.
+    #[error("channel full (capacity {capacity})")]
+    ChannelFull {
+        /// The channel's bound.
+        capacity: usize,
+    },
+
+    /// No message arrived (in time).
+    #[error("channel empty")]
+    ChannelEmpty,
+
+    /// A context that is not the channel's sender tried to send.
+    #[error("context {0} is not this channel's sender")]
+    UnauthorizedSender(ContextId),
+
+    /// A context that is not the channel's receiver tried to receive.
+    #[error("context {0} is not this channel's receiver")]
+    UnauthorizedReceiver(ContextId),
+
+    /// The capability belongs to another context.
+    #[error("capability {capability} is not owned by context {context}")]
+    CapabilityNotOwned {
+        /// The capability's id.
+        capability: u64,
+        /// The context that presented it.
+        context: ContextId,
+    },
+
+    /// No such capability (never granted, or revoked).
+    #[error("capability {0} not found")]
+    CapabilityNotFound(u64),
+
+    /// The capability's expiry has passed.
+    #[error("capability {0} expired")]
+    CapabilityExpired(u64),
+
+    /// The capability has no uses left.
+    #[error("capability {0} has no uses left")]
+    CapabilityExhausted(u64),
+
+    /// The capability does not carry the permissions asked for.
+    #[error("capability {capability} lacks permissions {missing}")]
+    InsufficientPermissions {
+        /// The capability's id.
+        capability: u64,
+        /// The missing permissions, by name.
+        missing: String,
+    },
+
+    /// No tenant with this name.
+    #[error("tenant {0:?} not found")]
+    TenantNotFound(String),
+
+    /// A wasm module exports no linear memory, so the host cannot exchange data with it.
+    #[error("the wasm module exports no memory; Hint: export one as \"memory\"")]
+    NoMemoryExport,
+
+    /// The configuration asks for something invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// This host cannot provide a feature the operation needs; `nebula-ctl probe` shows the
+    /// same answer.
+    #[error("{feature} is not available here: {reason}")]
+    Unsupported {
+        /// The feature (`"pkeys"`, `"cgroup v2 memory controller"`, ...).
+        feature: &'static str,
+        /// Why not, and what would fix it where known.
+        reason: String,
+    },
+
+    /// A system call failed.
+    #[error("{operation} failed")]
+    System {
+        /// What the crate was doing (e.g. `"mmap of a 1 MiB region"`).
+        operation: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl IsolationError {
+    /// Wraps an [`io::Error`] with what was being done.
+    pub fn system(operation: impl Into<String>, source: io::Error) -> Self {
+        IsolationError::System {
+            operation: operation.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with [`IsolationError`].
+pub type Result<T, E = IsolationError> = std::result::Result<T, E>;

@@ -1,0 +1,808 @@
+//! Region contexts: a budget, a permission set and a region of their own.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{ContextConfig, DEFAULT_REGION_SIZE, Registry};
+use crate::error::{IsolationError, Result};
+use crate::region::{MIN_ALIGN, MemoryRegion};
+use crate::sys::mm::Prot;
+
+/// A context's identity: unique within the process, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ContextId(u64);
+
+impl ContextId {
+    fn next() -> ContextId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ContextId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The number behind the id.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ContextId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ctx-{}", self.0)
+    }
+}
+
+bitflags::bitflags! {
+    /// What a context may do with its memory. Committed pages get the matching page
+    /// protection; allocating needs `WRITE` (a context that cannot write cannot fill what
+    /// it allocates).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Permissions: u8 {
+        /// Pages are readable.
+        const READ = 1;
+        /// Pages are writable; needed to allocate.
+        const WRITE = 2;
+        /// Pages are executable.
+        const EXECUTE = 4;
+    }
+}
+
+impl Permissions {
+    fn prot(self) -> Prot {
+        let (r, w, x) = (
+            self.contains(Self::READ),
+            self.contains(Self::WRITE),
+            self.contains(Self::EXECUTE),
+        );
+        match (r || w || x, w, x) {
+            (false, _, _) => Prot::None,
+            (true, false, false) => Prot::Read,
+            (true, true, false) => Prot::ReadWrite,
+            (true, false, true) => Prot::ReadExec,
+            (true, true, true) => Prot::ReadWriteExec,
+        }
+    }
+}
+
+/// A snapshot of a context's usage.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ContextStats {
+    /// The context.
+    pub id: ContextId,
+    /// Its name.
+    pub name: String,
+    /// Bytes charged to the budget: this context's allocations (16-byte granules, alignment
+    /// padding included) plus those of its live descendants.
+    pub memory_used: u64,
+    /// Bytes of this context's own region in use.
+    pub region_used: u64,
+    /// Bytes of the region committed (accessible) now.
+    pub region_committed: u64,
+    /// The region's size.
+    pub region_size: u64,
+    /// The budget, if any.
+    pub memory_limit: Option<u64>,
+    /// Allocations since creation or the last reset.
+    pub allocations: u64,
+    /// The allocation limit, if any.
+    pub max_allocations: Option<u64>,
+    /// Requests refused by a limit (memory, allocations, region space).
+    pub refused: u64,
+}
+
+/// The packed state word: one compare-and-swap allocates on the fast path.
+///
+/// ```text
+///  63    62      61 ........ 36   35 ........... 0
+/// HIER FROZEN   allocations (26)  offset in 16-byte granules (36: up to 1 TiB)
+/// ```
+///
+/// `HIER`: the context is part of a hierarchy (it has a parent or has had children), so its
+/// budget is kept in `charged` (own bytes plus descendants'), which children charge too.
+/// Without it the budget is the offset itself, checked in the same CAS. `FROZEN`: the
+/// switch to `HIER` is in progress (see [`Account::make_hierarchical`]).
+mod word {
+    pub const HIER: u64 = 1 << 63;
+    pub const FROZEN: u64 = 1 << 62;
+    pub const COUNT_SHIFT: u32 = 36;
+    pub const COUNT_ONE: u64 = 1 << COUNT_SHIFT;
+    pub const COUNT_MAX: u64 = (1 << 26) - 1;
+    pub const OFFSET_MASK: u64 = COUNT_ONE - 1;
+    /// The largest region the word can address.
+    pub const MAX_REGION: u64 = OFFSET_MASK * 16;
+    /// How much a full count field spills into the overflow counter at once.
+    pub const SPILL: u64 = 1 << 25;
+
+    #[inline]
+    pub fn offset(s: u64) -> usize {
+        ((s & OFFSET_MASK) as usize) << 4
+    }
+    #[inline]
+    pub fn count(s: u64) -> u64 {
+        (s >> COUNT_SHIFT) & COUNT_MAX
+    }
+    #[inline]
+    pub fn with(s: u64, count: u64, offset: usize) -> u64 {
+        (s & (HIER | FROZEN)) | (count << COUNT_SHIFT) | (offset as u64 >> 4)
+    }
+}
+
+/// Shared state of one context: the accounting its descendants charge into, and its region.
+#[derive(Debug)]
+pub(crate) struct Account {
+    id: ContextId,
+    name: String,
+    parent: Option<Arc<Account>>,
+    memory_limit: u64,
+    /// Own bytes plus descendants' bytes, kept once `HIER` is set.
+    charged: AtomicU64,
+    max_allocations: u64,
+    state: AtomicU64,
+    /// Allocations spilled out of the state word's count field.
+    count_high: AtomicU64,
+    /// Serialises spills and the switch to `HIER`.
+    slow_lock: Mutex<()>,
+    refused: AtomicU64,
+    permissions: Permissions,
+    timeout: Option<Duration>,
+    region: MemoryRegion,
+}
+
+fn limit_of(v: u64) -> Option<u64> {
+    (v != u64::MAX).then_some(v)
+}
+
+/// What a failed bump ran into, before it becomes an [`IsolationError`].
+enum Refusal {
+    Allocations {
+        used: u64,
+    },
+    Memory {
+        context: ContextId,
+        requested: u64,
+        used: u64,
+        max: u64,
+    },
+    Region {
+        needed: usize,
+    },
+    Commit {
+        errno: i32,
+        undone: bool,
+    },
+}
+
+impl Account {
+    pub(crate) fn stats(&self) -> ContextStats {
+        let s = self.state.load(Ordering::Relaxed);
+        let own = word::offset(s) as u64;
+        ContextStats {
+            id: self.id,
+            name: self.name.clone(),
+            memory_used: if s & word::HIER != 0 {
+                self.charged.load(Ordering::Relaxed)
+            } else {
+                own
+            },
+            region_used: own,
+            region_committed: self.region.committed() as u64,
+            region_size: self.region.capacity() as u64,
+            memory_limit: limit_of(self.memory_limit),
+            allocations: self.count_high.load(Ordering::Relaxed) + word::count(s),
+            max_allocations: limit_of(self.max_allocations),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    fn own_bytes(&self) -> u64 {
+        word::offset(self.state.load(Ordering::Acquire)) as u64
+    }
+
+    /// Charges `bytes` to this account and every ancestor, all or nothing.
+    fn charge(&self, bytes: u64) -> Result<(), Refusal> {
+        let mut acct = self;
+        loop {
+            if let Err(used) =
+                acct.charged
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                        c.checked_add(bytes).filter(|&n| n <= acct.memory_limit)
+                    })
+            {
+                // Undo the levels below the one that refused.
+                let mut undo = self;
+                while !std::ptr::eq(undo, acct) {
+                    undo.charged.fetch_sub(bytes, Ordering::Relaxed);
+                    undo = undo
+                        .parent
+                        .as_deref()
+                        .expect("an ancestor refused, so it is above us");
+                }
+                return Err(Refusal::Memory {
+                    context: acct.id,
+                    requested: bytes,
+                    used,
+                    max: acct.memory_limit,
+                });
+            }
+            match acct.parent.as_deref() {
+                Some(p) => acct = p,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn uncharge(&self, bytes: u64) {
+        let mut acct = Some(self);
+        while let Some(a) = acct {
+            a.charged.fetch_sub(bytes, Ordering::Relaxed);
+            acct = a.parent.as_deref();
+        }
+    }
+
+    /// Switches a root context to `charged` accounting before its first child can charge
+    /// it. `FROZEN` makes the context's own allocations wait for the few instructions
+    /// between taking the offset and adding it to `charged`, so no check sees a budget
+    /// without the context's own bytes.
+    fn make_hierarchical(&self) {
+        let _g = self.slow_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let before = match self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & word::HIER == 0).then_some(s | word::HIER | word::FROZEN)
+            }) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        self.charged
+            .fetch_add(word::offset(before) as u64, Ordering::AcqRel);
+        self.state.fetch_and(!word::FROZEN, Ordering::AcqRel);
+    }
+
+    /// Moves a full count field into `count_high`.
+    #[cold]
+    fn spill(&self) {
+        let _g = self.slow_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if word::count(self.state.load(Ordering::Acquire)) < word::COUNT_MAX {
+            return;
+        }
+        // Count first, then take it out of the word: the total is never understated, so the
+        // allocation limit is never exceeded (it may refuse early for an instant).
+        self.count_high.fetch_add(word::SPILL, Ordering::AcqRel);
+        self.state
+            .fetch_sub(word::SPILL << word::COUNT_SHIFT, Ordering::AcqRel);
+    }
+
+    /// The allocation fast path: one CAS on the state word (plus one per ancestor level for
+    /// contexts in a hierarchy). Returns the span's offset.
+    #[inline]
+    fn bump(&self, size: usize, align: usize) -> Result<usize, Refusal> {
+        let cap = self.region.capacity();
+        let start = self.region.start().addr().get();
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & (word::HIER | word::FROZEN) != 0 || word::count(s) == word::COUNT_MAX {
+                return self.bump_slow(size, align);
+            }
+            let count = word::count(s);
+            if self.max_allocations != u64::MAX
+                && self.count_high.load(Ordering::Relaxed) + count >= self.max_allocations
+            {
+                return Err(Refusal::Allocations {
+                    used: self.count_high.load(Ordering::Relaxed) + count,
+                });
+            }
+            let off = word::offset(s);
+            let Some((begin, end)) = span(start, off, size, align) else {
+                return Err(Refusal::Region { needed: size });
+            };
+            if end as u64 > self.memory_limit {
+                return Err(Refusal::Memory {
+                    context: self.id,
+                    requested: (end - off) as u64,
+                    used: off as u64,
+                    max: self.memory_limit,
+                });
+            }
+            if end > cap {
+                return Err(Refusal::Region { needed: end - off });
+            }
+            let next = word::with(s, count + 1, end);
+            match self
+                .state
+                .compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return self.commit(begin, end, next, s),
+                Err(cur) => s = cur,
+            }
+        }
+    }
+
+    #[cold]
+    fn bump_slow(&self, size: usize, align: usize) -> Result<usize, Refusal> {
+        let cap = self.region.capacity();
+        let start = self.region.start().addr().get();
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            if s & word::FROZEN != 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            if word::count(s) == word::COUNT_MAX {
+                self.spill();
+                continue;
+            }
+            if s & word::HIER == 0 {
+                return self.bump(size, align);
+            }
+            break;
+        }
+        // Charge the worst case (size in granules plus padding) up front, trim afterwards.
+        let worst = size.next_multiple_of(MIN_ALIGN) + (align - MIN_ALIGN);
+        self.charge(worst as u64)?;
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            let total = self.count_high.load(Ordering::Relaxed) + word::count(s);
+            let refusal = if total >= self.max_allocations {
+                Some(Refusal::Allocations { used: total })
+            } else if word::count(s) == word::COUNT_MAX {
+                self.spill();
+                s = self.state.load(Ordering::Relaxed);
+                continue;
+            } else {
+                None
+            };
+            let off = word::offset(s);
+            let r = refusal.map_or_else(
+                || match span(start, off, size, align) {
+                    Some((_, end)) if end > cap => Err(Refusal::Region { needed: end - off }),
+                    Some(v) => Ok(v),
+                    None => Err(Refusal::Region { needed: size }),
+                },
+                Err,
+            );
+            let (begin, end) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    self.uncharge(worst as u64);
+                    return Err(e);
+                }
+            };
+            let next = word::with(s, word::count(s) + 1, end);
+            match self
+                .state
+                .compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    let consumed = end - off;
+                    self.uncharge((worst - consumed) as u64);
+                    return self.commit(begin, end, next, s).inspect_err(|e| {
+                        // A rolled-back span gives its charge back; one left unreachable
+                        // keeps it, so the budget and the offset agree (see commit).
+                        if let Refusal::Commit { undone: true, .. } = e {
+                            self.uncharge(consumed as u64);
+                        }
+                    });
+                }
+                Err(cur) => s = cur,
+            }
+        }
+    }
+
+    /// Commits pages up to `end` after a successful bump from `prev` to `next`; on failure
+    /// undoes the bump when nothing followed it, else drops the count and leaves the span
+    /// unreachable (and charged, so budget and offset agree) until reset.
+    #[inline]
+    fn commit(&self, begin: usize, end: usize, next: u64, prev: u64) -> Result<usize, Refusal> {
+        match self.region.ensure_committed(end) {
+            Ok(()) => Ok(begin),
+            Err(errno) => {
+                let undone = self
+                    .state
+                    .compare_exchange(next, prev, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+                if !undone {
+                    self.state.fetch_sub(word::COUNT_ONE, Ordering::Relaxed);
+                }
+                Err(Refusal::Commit { errno, undone })
+            }
+        }
+    }
+}
+
+/// Where a `size`-byte span aligned to `align` (a power of two) goes after `off`:
+/// `(begin, end)`, `end` rounded to the 16-byte granule. Mask arithmetic, no division: this
+/// is the allocation fast path. `None` on overflow.
+#[inline]
+fn span(start: usize, off: usize, size: usize, align: usize) -> Option<(usize, usize)> {
+    let mask = align - 1;
+    let begin = ((start + off).checked_add(mask)? & !mask) - start;
+    let end = begin.checked_add(size)?.checked_add(MIN_ALIGN - 1)? & !(MIN_ALIGN - 1);
+    Some((begin, end))
+}
+
+/// An in-process isolation context: a region of its own, a memory budget, an allocation
+/// limit and a permission set.
+///
+/// Share it between threads with `Arc`; every allocation method takes `&self` and is
+/// lock-free on its fast path. [`reset`](Self::reset) takes `&mut self`, so the borrow checker
+/// proves that no slice handed out by [`alloc_slice`](Self::alloc_slice) outlives it. The
+/// region is unmapped and the context's charge is returned to its ancestors on drop.
+///
+/// A region context separates *accounting and address ranges*: code in the same process
+/// can still reach any memory. Stronger walls are the thread (protection keys), process
+/// and wasm levels.
+pub struct IsolatedContext {
+    acct: Arc<Account>,
+    registry: Arc<Registry>,
+}
+
+impl fmt::Debug for IsolatedContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IsolatedContext")
+            .field("id", &self.acct.id)
+            .field("name", &self.acct.name)
+            .finish()
+    }
+}
+
+thread_local! {
+    static CURRENT: std::cell::Cell<Option<ContextId>> = const { std::cell::Cell::new(None) };
+}
+
+impl IsolatedContext {
+    /// This context's id.
+    pub fn id(&self) -> ContextId {
+        self.acct.id
+    }
+
+    /// This context's name.
+    pub fn name(&self) -> &str {
+        &self.acct.name
+    }
+
+    /// Its permissions.
+    pub fn permissions(&self) -> Permissions {
+        self.acct.permissions
+    }
+
+    /// The context the calling thread is executing in (inside [`execute`](Self::execute)).
+    pub fn current() -> Option<ContextId> {
+        CURRENT.with(|c| c.get())
+    }
+
+    /// The region the context allocates from.
+    pub fn region(&self) -> &MemoryRegion {
+        &self.acct.region
+    }
+
+    /// Allocates `size` bytes, aligned to 16, from the context's region.
+    ///
+    /// Memory is charged in 16-byte granules to this context and every ancestor. The
+    /// returned memory is readable/writable per the context's permissions until
+    /// [`reset`](Self::reset) or drop. It is zero on first use; after a `reset` it may hold
+    /// this context's own earlier bytes, never another context's (each has its own region).
+    ///
+    /// # Errors
+    /// - [`IsolationError::PermissionDenied`] when the context lacks `WRITE`;
+    /// - [`IsolationError::LimitExceeded`] (`"allocations"` or `"memory"`, naming the
+    ///   context whose limit was hit, which may be an ancestor);
+    /// - [`IsolationError::OutOfMemory`] when the region has no room left;
+    /// - [`IsolationError::InvalidConfig`] for `size == 0`.
+    ///
+    /// On every error nothing stays allocated or charged.
+    #[inline]
+    pub fn allocate(&self, size: usize) -> Result<NonNull<u8>> {
+        self.allocate_aligned(size, MIN_ALIGN)
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two; below 16 means 16).
+    ///
+    /// # Errors
+    /// As [`allocate`](Self::allocate); a non-power-of-two `align` is `InvalidConfig`.
+    pub fn allocate_aligned(&self, size: usize, align: usize) -> Result<NonNull<u8>> {
+        let a = &*self.acct;
+        if !a.permissions.contains(Permissions::WRITE) {
+            a.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(IsolationError::PermissionDenied {
+                context: a.id,
+                operation: "allocate",
+                needed: "WRITE",
+            });
+        }
+        if size == 0 || !align.is_power_of_two() {
+            return Err(IsolationError::InvalidConfig(format!(
+                "allocation of {size} bytes aligned to {align}: size must be > 0 and align a power of two"
+            )));
+        }
+        let align = align.max(MIN_ALIGN);
+        if size > word::MAX_REGION as usize {
+            a.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(self.out_of_memory(size as u64));
+        }
+        match a.bump(size, align) {
+            Ok(offset) => Ok(a.region.at(offset)),
+            Err(r) => {
+                a.refused.fetch_add(1, Ordering::Relaxed);
+                Err(match r {
+                    Refusal::Allocations { used } => IsolationError::LimitExceeded {
+                        context: a.id,
+                        limit: "allocations",
+                        requested: 1,
+                        used,
+                        max: a.max_allocations,
+                    },
+                    Refusal::Memory {
+                        context,
+                        requested,
+                        used,
+                        max,
+                    } => IsolationError::LimitExceeded {
+                        context,
+                        limit: "memory",
+                        requested,
+                        used,
+                        max,
+                    },
+                    Refusal::Region { needed, .. } => self.out_of_memory(needed as u64),
+                    Refusal::Commit { errno, .. } => IsolationError::system(
+                        format!("committing pages for {} ({size} bytes; mprotect)", a.id),
+                        std::io::Error::from_raw_os_error(errno),
+                    ),
+                })
+            }
+        }
+    }
+
+    fn out_of_memory(&self, requested: u64) -> IsolationError {
+        let cap = self.acct.region.capacity() as u64;
+        IsolationError::OutOfMemory {
+            context: self.acct.id,
+            requested,
+            available: cap - self.acct.own_bytes(),
+            capacity: cap,
+        }
+    }
+
+    /// Allocates `len` bytes as a slice that lives as long as the borrow of the context.
+    ///
+    /// # Errors
+    /// As [`allocate`](Self::allocate).
+    #[allow(clippy::mut_from_ref)] // each call returns a fresh, disjoint bump allocation
+    pub fn alloc_slice(&self, len: usize) -> Result<&mut [u8]> {
+        let ptr = self.allocate(len)?;
+        Ok(crate::sys::mm::slice_of(ptr, len, self))
+    }
+
+    /// Forgets every allocation and keeps the region's pages for reuse: the allocation
+    /// count restarts at 0 and this context's charge is returned to it and its ancestors
+    /// (descendants keep their own charges). New allocations may see this context's own
+    /// earlier bytes; [`reset_and_release`](Self::reset_and_release) zeroes them and gives
+    /// the memory back to the kernel.
+    ///
+    /// `&mut self` proves that no slice from [`alloc_slice`](Self::alloc_slice) is alive.
+    ///
+    /// # Errors
+    /// None today; the signature matches [`reset_and_release`](Self::reset_and_release).
+    pub fn reset(&mut self) -> Result<()> {
+        self.reset_inner(false)
+    }
+
+    /// Like [`reset`](Self::reset), and returns the used pages to the kernel
+    /// (`MADV_DONTNEED`): the process's RSS drops and the next allocations see zeroes.
+    ///
+    /// # Errors
+    /// [`IsolationError::System`] when `madvise` fails (nothing is reset then).
+    pub fn reset_and_release(&mut self) -> Result<()> {
+        self.reset_inner(true)
+    }
+
+    fn reset_inner(&mut self, release: bool) -> Result<()> {
+        let a = &*self.acct;
+        let s = a.state.load(Ordering::Acquire);
+        let own = word::offset(s);
+        if release {
+            a.region.release(own).map_err(|e| {
+                IsolationError::system(format!("releasing the pages of {} (madvise)", a.id), e)
+            })?;
+        }
+        if s & word::HIER != 0 {
+            a.uncharge(own as u64);
+        }
+        // &mut self: no allocation of ours is in flight (children allocate from their own
+        // words, and charge `charged`, never this word).
+        a.state.store(s & word::HIER, Ordering::Release);
+        a.count_high.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A snapshot of the context's usage.
+    pub fn stats(&self) -> ContextStats {
+        self.acct.stats()
+    }
+
+    /// Runs `f` with this context as the thread's current context ([`current`](Self::current))
+    /// and checks the context's deadline when `f` returns.
+    ///
+    /// This level cannot preempt: `f` runs to completion on the calling thread, and an
+    /// overrun is reported after the fact. Stopping code mid-way is the process level's
+    /// (`SIGKILL`, `cgroup.kill`) and the wasm level's (epoch deadlines) job.
+    ///
+    /// # Errors
+    /// - [`IsolationError::ThreadPanicked`] when `f` panics (the panic is caught);
+    /// - [`IsolationError::DeadlineExceeded`] when `f` ran longer than the context's timeout
+    ///   (its result is dropped).
+    pub fn execute<R>(&self, f: impl FnOnce(&IsolatedContext) -> R) -> Result<R> {
+        let prev = CURRENT.with(|c| c.replace(Some(self.acct.id)));
+        let started = Instant::now();
+        let out = catch_unwind(AssertUnwindSafe(|| f(self)));
+        let elapsed = started.elapsed();
+        CURRENT.with(|c| c.set(prev));
+        let value = out.map_err(|p| IsolationError::ThreadPanicked(panic_message(&*p)))?;
+        match self.acct.timeout {
+            Some(limit) if elapsed > limit => Err(IsolationError::DeadlineExceeded {
+                context: self.acct.id,
+                limit,
+                elapsed,
+            }),
+            _ => Ok(value),
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+impl Drop for IsolatedContext {
+    fn drop(&mut self) {
+        let a = &*self.acct;
+        // Return this context's own bytes to its ancestors; the region is unmapped when the
+        // last reference to the account goes (normally right here).
+        if let Some(p) = a.parent.as_deref() {
+            p.uncharge(a.own_bytes());
+        }
+        self.registry.remove(a.id);
+    }
+}
+
+/// Builds an [`IsolatedContext`]; from [`MemoryIsolation::create_context`](super::MemoryIsolation::create_context).
+#[must_use]
+pub struct ContextBuilder<'p> {
+    registry: Arc<Registry>,
+    config: ContextConfig,
+    parent: Option<&'p IsolatedContext>,
+}
+
+impl<'p> ContextBuilder<'p> {
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        ContextBuilder {
+            registry,
+            config: ContextConfig::default(),
+            parent: None,
+        }
+    }
+
+    /// Starts from a whole configuration.
+    pub fn with_config(mut self, config: ContextConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A name for reports.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// The budget in bytes, shared with descendants.
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.config.memory_limit = Some(bytes);
+        self
+    }
+
+    /// The region's size (address space; costs no memory until used).
+    pub fn with_region_size(mut self, bytes: u64) -> Self {
+        self.config.region_size = Some(bytes);
+        self
+    }
+
+    /// The most allocations between resets.
+    pub fn with_max_allocations(mut self, n: u64) -> Self {
+        self.config.max_allocations = Some(n);
+        self
+    }
+
+    /// The permission set (default `READ | WRITE`).
+    pub fn with_permissions(mut self, p: Permissions) -> Self {
+        self.config.permissions = Some(p);
+        self
+    }
+
+    /// The deadline [`IsolatedContext::execute`] checks.
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.config.timeout = Some(t);
+        self
+    }
+
+    /// Makes the new context a child of `parent`: its usage counts against `parent`'s
+    /// budget (and that of `parent`'s ancestors).
+    pub fn with_parent(mut self, parent: &'p IsolatedContext) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Reserves the region and registers the context.
+    ///
+    /// # Errors
+    /// - [`IsolationError::InvalidConfig`] for a zero limit or region size, or a child that
+    ///   asks for permissions its parent lacks;
+    /// - [`IsolationError::System`] when the reservation fails (`mmap`).
+    pub fn build(self) -> Result<IsolatedContext> {
+        let c = self.config;
+        let bad = |what: &str| Err(IsolationError::InvalidConfig(what.to_string()));
+        if c.memory_limit == Some(0) {
+            return bad("memory limit 0: a context needs a budget of at least 16 bytes");
+        }
+        if c.region_size == Some(0) {
+            return bad("region size 0: give at least one byte (it is rounded up to a page)");
+        }
+        if c.max_allocations == Some(0) {
+            return bad("max_allocations 0: the context could never allocate");
+        }
+        let perms = c
+            .permissions
+            .unwrap_or(Permissions::READ | Permissions::WRITE);
+        if let Some(p) = self.parent
+            && !p.permissions().contains(perms)
+        {
+            return Err(IsolationError::InvalidConfig(format!(
+                "a child of {} asks for {perms:?} but its parent has only {:?}; a child never gets more than its parent",
+                p.id(),
+                p.permissions()
+            )));
+        }
+        let size = c
+            .region_size
+            .or(c.memory_limit)
+            .unwrap_or(DEFAULT_REGION_SIZE);
+        if size > word::MAX_REGION {
+            return Err(IsolationError::InvalidConfig(format!(
+                "region size {size} is larger than the {} bytes (1 TiB) a context can address",
+                word::MAX_REGION
+            )));
+        }
+        let size = size as usize;
+        let region = MemoryRegion::reserve(size, perms.prot()).map_err(|e| {
+            IsolationError::system(format!("reserving a region of {size} bytes (mmap)"), e)
+        })?;
+        let id = ContextId::next();
+        if let Some(p) = self.parent {
+            p.acct.make_hierarchical();
+        }
+        let acct = Arc::new(Account {
+            id,
+            name: c.name.unwrap_or_else(|| id.to_string()),
+            parent: self.parent.map(|p| Arc::clone(&p.acct)),
+            memory_limit: c.memory_limit.unwrap_or(u64::MAX),
+            charged: AtomicU64::new(0),
+            max_allocations: c.max_allocations.unwrap_or(u64::MAX),
+            state: AtomicU64::new(if self.parent.is_some() { word::HIER } else { 0 }),
+            count_high: AtomicU64::new(0),
+            slow_lock: Mutex::new(()),
+            refused: AtomicU64::new(0),
+            permissions: perms,
+            timeout: c.timeout,
+            region,
+        });
+        self.registry.insert(id, &acct);
+        Ok(IsolatedContext {
+            acct,
+            registry: self.registry,
+        })
+    }
+}

@@ -1,0 +1,132 @@
+//! Isolation levels and their contexts.
+//!
+//! | Level | Unit | Enforced by | Status |
+//! |---|---|---|---|
+//! | region (in-process) | [`IsolatedContext`] | an mmap'd region with guard pages, atomic accounting | here |
+//! | [`SecurityLevel::Low`] → thread | a thread with its own protection-key domain | `pkey_mprotect`, per-thread PKRU | planned |
+//! | [`SecurityLevel::Medium`] → process | a child process | namespaces, cgroup v2, rlimits, seccomp | planned |
+//! | [`SecurityLevel::High`] → wasm | a wasmtime store | linear-memory bounds, fuel, deadlines | planned (feature `wasm`) |
+//! | [`SecurityLevel::Critical`] → hardware | a virtual machine | nested page tables | planned |
+//!
+//! Start with [`MemoryIsolation::create_context`]:
+//!
+//! ```
+//! use nebula_memory::isolation::{MemoryIsolation, Permissions};
+//!
+//! let iso = MemoryIsolation::new();
+//! let ctx = iso
+//!     .create_context()
+//!     .with_memory_limit(1 << 20)
+//!     .with_max_allocations(1000)
+//!     .with_permissions(Permissions::READ | Permissions::WRITE)
+//!     .build()?;
+//! let buf = ctx.alloc_slice(4096)?;
+//! buf[0] = 7;
+//! assert_eq!(ctx.stats().memory_used, 4096);
+//! # Ok::<(), nebula_memory::IsolationError>(())
+//! ```
+
+mod context;
+
+pub use context::{ContextBuilder, ContextId, ContextStats, IsolatedContext, Permissions};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::error::{IsolationError, Result};
+
+/// How strongly a workload is separated from the rest, mapped to a mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityLevel {
+    /// A thread with its own protection-key domain (contains bugs, not attackers).
+    Low,
+    /// A child process in its own namespaces and cgroup.
+    Medium,
+    /// A wasm instance (feature `wasm`).
+    High,
+    /// A virtual machine.
+    Critical,
+}
+
+/// The limits and permissions of a region context, as the builder collects them.
+#[derive(Clone, Debug, Default)]
+pub struct ContextConfig {
+    /// Name for reports (defaults to `ctx-<id>`).
+    pub name: Option<String>,
+    /// Budget in bytes (the sum of what is handed out, in 16-byte granules, this context's
+    /// and its descendants'). `None`: only the region size bounds it.
+    pub memory_limit: Option<u64>,
+    /// Size of the region's reservation in bytes; defaults to the memory limit, or
+    /// [`DEFAULT_REGION_SIZE`] without one.
+    pub region_size: Option<u64>,
+    /// Most allocations this context may make between resets.
+    pub max_allocations: Option<u64>,
+    /// What the context may do with its memory.
+    pub permissions: Option<Permissions>,
+    /// Deadline for [`IsolatedContext::execute`].
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// Region size used when neither a memory limit nor a region size is given: 64 MiB of
+/// address space (it costs no memory until used).
+pub const DEFAULT_REGION_SIZE: u64 = 64 << 20;
+
+/// The entry point: creates contexts and finds them again by id.
+#[derive(Debug, Default)]
+pub struct MemoryIsolation {
+    registry: Arc<Registry>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    contexts: Mutex<HashMap<ContextId, Weak<context::Account>>>,
+}
+
+impl Registry {
+    pub(crate) fn insert(&self, id: ContextId, account: &Arc<context::Account>) {
+        self.lock().insert(id, Arc::downgrade(account));
+    }
+
+    pub(crate) fn remove(&self, id: ContextId) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContextId, Weak<context::Account>>> {
+        self.contexts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MemoryIsolation {
+    /// A fresh isolation manager with no contexts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts building a region context.
+    pub fn create_context(&self) -> ContextBuilder<'_> {
+        ContextBuilder::new(Arc::clone(&self.registry))
+    }
+
+    /// Usage of a live context by id.
+    ///
+    /// # Errors
+    /// [`IsolationError::ContextNotFound`] when no live context has this id.
+    pub fn context_stats(&self, id: ContextId) -> Result<ContextStats> {
+        let acct = self.registry.lock().get(&id).and_then(Weak::upgrade);
+        acct.map(|a| a.stats())
+            .ok_or(IsolationError::ContextNotFound(id))
+    }
+
+    /// Ids of the contexts alive now, in creation order.
+    pub fn contexts(&self) -> Vec<ContextId> {
+        let map = self.registry.lock();
+        let mut ids: Vec<ContextId> = map
+            .iter()
+            .filter(|(_, w)| w.strong_count() > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+}

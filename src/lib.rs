@@ -1,0 +1,53 @@
+//! # nebula-memory
+//!
+//! Memory isolation for running untrusted or buggy components side by side on Linux, each
+//! level built directly on the kernel mechanism that enforces it: the type you hold tells
+//! you what protects you.
+//!
+//! ## Overview
+//!
+//! | Level | Unit | Enforced by | Status |
+//! |---|---|---|---|
+//! | region | [`isolation::IsolatedContext`] | mmap'd region, guard pages, atomic budgets | available |
+//! | thread (`Low`) | protection-key domain | `pkey_mprotect`, per-thread PKRU | planned |
+//! | process (`Medium`) | child process | namespaces, cgroup v2 ([`cgroup`]), seccomp | planned |
+//! | wasm (`High`) | wasmtime store | bounds checks, fuel, epochs | planned |
+//! | hardware (`Critical`) | microVM | nested paging | planned |
+//!
+//! [`features()`] says what this host can do and why not; `nebula-ctl probe` prints it.
+//!
+//! ## Examples
+//!
+//! ```
+//! use nebula_memory::isolation::MemoryIsolation;
+//! use nebula_memory::IsolationError;
+//!
+//! let iso = MemoryIsolation::new();
+//! let parent = iso.create_context().with_memory_limit(64 * 1024).build()?;
+//! let child = iso.create_context().with_parent(&parent).with_memory_limit(1 << 20).build()?;
+//! // The child's own limit is larger, but its parent's budget bounds it.
+//! let err = child.allocate(128 * 1024).unwrap_err();
+//! assert!(matches!(err, IsolationError::LimitExceeded { context, .. } if context == parent.id()));
+//! # Ok::<(), IsolationError>(())
+//! ```
+//!
+//! ## Features
+//!
+//! - `wasm`: the wasm level on wasmtime (off by default: it is a long build).
+//!
+//! ## Safety
+//!
+//! All raw system calls live in `sys` (private); the rest of the crate is safe Rust
+//! (`#![deny(unsafe_code)]`).
+#![deny(unsafe_code)]
+
+pub mod cgroup;
+pub mod error;
+pub mod isolation;
+pub mod probe;
+pub mod region;
+mod sys;
+
+pub use error::{IsolationError, Result};
+pub use probe::{Features, features};
+pub use sys::mm::{Prot, page_size};

@@ -1,0 +1,42 @@
+//! Shared test support: the `skipped: <reason>` convention.
+//!
+//! A test that needs something this host lacks calls [`require`] (or [`skip`]). On a
+//! developer machine or the host tier it prints `skipped: <reason>` and the test returns
+//! early. When `NEBULA_TEST_REQUIRE=all` is set (the VM tier sets it), a skip is a failure:
+//! the test panics with the same reason, so nothing the VM should cover can pass silently.
+#![allow(dead_code)]
+
+/// True when the environment says every test must run (the VM tier).
+pub fn require_all() -> bool {
+    std::env::var("NEBULA_TEST_REQUIRE").is_ok_and(|v| v == "all")
+}
+
+/// Report a skip: prints `skipped: <reason>` and returns, or panics under `NEBULA_TEST_REQUIRE=all`.
+#[track_caller]
+pub fn skip(reason: &str) {
+    if require_all() {
+        panic!("NEBULA_TEST_REQUIRE=all but this test would skip: {reason}");
+    }
+    // Straight to the process's stderr: libtest captures print!/eprint! of passing tests,
+    // and a skip must stay visible (the VM runner also greps for it).
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "skipped: {reason}");
+}
+
+/// Returns `true` when `cond` holds; otherwise reports a skip for `reason` and returns `false`.
+///
+/// ```ignore
+/// if !common::require(nebula_memory::features().cgroup_v2.available, "needs cgroup v2") { return; }
+/// ```
+#[track_caller]
+pub fn require(cond: bool, reason: &str) -> bool {
+    if !cond {
+        skip(reason);
+    }
+    cond
+}
+
+/// True when running as root (uid 0).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

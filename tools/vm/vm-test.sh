@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# VM test tier: boot test binaries in one throw-away qemu (TCG) guest with cgroup v2.
+#   tools/vm/vm-test.sh BIN... [-- LIBTEST-ARGS]     all binaries in one VM
+#   tools/vm/vm-test.sh --runner BIN ARGS...         form usable as a cargo `runner`
+# Knobs: VM_TIMEOUT VM_MEM VM_SMP VM_ACCEL VM_CACHE VM_ENV VM_EXTRA VM_APPEND
+#        VM_KERNEL_PKG VM_PVH VM_KEEP (see tools/vm/README.md).
+set -euo pipefail
+
+START_NS=$(date +%s%N)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+[[ $TARGET == /* ]] || TARGET=$PWD/$TARGET
+WORK=$TARGET/vm                       # logs, console, per-run temp dirs
+CACHE=${VM_CACHE:-$WORK}              # kernels (may live outside the clone)
+META=${VM_KERNEL_PKG:-linux-image-cloud-amd64}
+BUSYBOX=/bin/busybox
+
+die() { echo "vm-test: $*" >&2; exit 2; }
+say() { echo "vm-test: $*" >&2; }
+
+# ---- arguments ---------------------------------------------------------------
+BINS=() ARGS=()
+if [[ ${1:-} == --runner ]]; then
+    shift; [[ $# -ge 1 ]] || die "usage: $0 --runner BIN ARGS..."
+    BINS=("$1"); shift; ARGS=("$@")
+else
+    while [[ $# -gt 0 ]]; do
+        if [[ $1 == -- ]]; then shift; ARGS=("$@"); break; fi
+        BINS+=("$1"); shift
+    done
+fi
+[[ ${#BINS[@]} -ge 1 ]] || die "usage: $0 BIN... [-- LIBTEST-ARGS]"
+for b in "${BINS[@]}"; do [[ -f $b && -x $b ]] || die "not an executable file: $b"; done
+
+STAGE="" FETCH_TMP=""
+finish() {
+    local rc=$?
+    if [[ -n $STAGE && ${VM_KEEP:-0} == 1 ]]; then say "kept $STAGE (initrd.cpio, root/)"
+    elif [[ -n $STAGE ]]; then rm -rf "$STAGE"; fi
+    [[ -n $FETCH_TMP ]] && rm -rf "$FETCH_TMP"
+    local end_ns; end_ns=$(date +%s%N)
+    say "$(awk -v n=$((end_ns - START_NS)) 'BEGIN { printf "wall time %.1f s", n / 1e9 }')"
+    exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# ---- host tools (idempotent; apt only when something is missing) ----------------
+APT_UPDATED=0
+apt_update() {
+    [[ $APT_UPDATED == 1 || $(id -u) != 0 ]] && return 0
+    APT_UPDATED=1
+    say "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get -q update >&2 || say "warning: apt-get update failed"
+}
+static_busybox() { [[ -x $BUSYBOX ]] && ! LC_ALL=C ldd "$BUSYBOX" 2>&1 | grep -q '=>'; }
+missing=()
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+command -v cpio >/dev/null || missing+=(cpio)
+if [[ ! -x $BUSYBOX ]]; then missing+=(busybox-static)
+elif ! static_busybox; then
+    die "$BUSYBOX is dynamically linked; install busybox-static (apt-get install busybox-static)"
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+    [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (install them as root)"
+    apt_update
+    say "installing ${missing[*]}"
+    had_qemu_img=$(command -v qemu-img || true)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        qemu-system-x86 busybox-static cpio >&2
+    static_busybox || die "$BUSYBOX is not a static busybox"
+    # bookworm's qemu-system-x86 conflicts with a backported qemu-utils (apt removes it): put
+    # bookworm's qemu-img back if the machine had one
+    if [[ -n $had_qemu_img ]] && ! command -v qemu-img >/dev/null; then
+        say "restoring qemu-img (qemu-utils) removed by the qemu-system-x86 install"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils >&2 ||
+            say "warning: could not reinstall qemu-utils"
+    fi
+fi
+
+mkdir -p "$WORK" "$CACHE"
+exec 9>"$WORK/.lock"                  # one VM at a time: TCG timers suffer otherwise
+flock -n 9 || { say "waiting for another vm-test run to finish"; flock 9; }
+
+# ---- kernel (cached per versioned package) -----------------------------------------
+resolve_pkg() {
+    LC_ALL=C apt-cache depends "$META" 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+lists_fresh() { [[ -n $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -n1) ]]; }
+hexat() { od -An -tx1 -j "$2" -N "$3" "$1" | tr -d ' \n'; }
+u32at() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' \n'; }
+
+# Uncompressed ELF vmlinux for PVH boot: skips the in-guest decompressor under TCG.
+extract_pvh() {
+    local bz=$1 out=$2 setup off len start dec
+    [[ $(hexat "$bz" $((0x202)) 4) == 48647253 ]] || return 1          # "HdrS"
+    setup=$(od -An -tu1 -j $((0x1f1)) -N1 "$bz" | tr -d ' \n'); [[ $setup != 0 ]] || setup=4
+    off=$(u32at "$bz" $((0x248))); len=$(u32at "$bz" $((0x24c)))
+    start=$(( (setup + 1) * 512 + off ))
+    case $(hexat "$bz" "$start" 4) in
+        02214c18) dec="lz4 -dc" ;;  fd377a58) dec="xz -dc --single-stream" ;;
+        28b52ffd) dec="zstd -dcq" ;; 1f8b*) dec="gzip -dc" ;;  *) return 1 ;;
+    esac
+    command -v "${dec%% *}" >/dev/null && command -v readelf >/dev/null || return 1
+    # decompressors may complain about trailing bytes: judge the output, not the status
+    tail -c +$((start + 1)) "$bz" | head -c "$len" | $dec >"$out" 2>/dev/null || true
+    [[ $(hexat "$out" 0 4) == 7f454c46 ]] || return 1
+    LC_ALL=C readelf -n "$out" 2>/dev/null | grep -Eq '^ *Xen .*(0x00000012|PHYS32_ENTRY)'
+}
+
+fetch_kernel() {
+    local pkg=$1
+    FETCH_TMP=$(mktemp -d "$CACHE/.fetch.XXXXXX"); chmod 755 "$FETCH_TMP"
+    say "downloading $pkg"
+    (cd "$FETCH_TMP" && apt-get download -q -o APT::Sandbox::User=root "$pkg") >&2 || return 1
+    dpkg-deb --fsys-tarfile "$FETCH_TMP"/*.deb |
+        tar -x -C "$FETCH_TMP" --wildcards './boot/vmlinuz-*' './boot/config-*' || return 1
+    mv "$FETCH_TMP"/boot/vmlinuz-* "$FETCH_TMP/vmlinuz" || return 1
+    mv "$FETCH_TMP"/boot/config-* "$FETCH_TMP/config" 2>/dev/null || true
+    rmdir "$FETCH_TMP/boot" 2>/dev/null || true
+    rm -rf "${CACHE:?}/$pkg"                        # a stale entry without vmlinuz
+    mv -T "$FETCH_TMP" "$CACHE/$pkg" || return 1    # atomic publish
+    FETCH_TMP=""
+}
+
+KDIR=""
+pkg=$(resolve_pkg || true)
+if [[ -z $pkg || ! -f $CACHE/$pkg/vmlinuz ]]; then
+    if [[ -z $pkg ]] || ! lists_fresh; then apt_update; pkg=$(resolve_pkg || true); fi
+    if [[ -n $pkg && ! -f $CACHE/$pkg/vmlinuz ]] && ! fetch_kernel "$pkg"; then
+        rm -rf "$FETCH_TMP"; FETCH_TMP=""
+        if [[ $APT_UPDATED == 0 ]]; then
+            apt_update; pkg=$(resolve_pkg || true)
+            [[ -z $pkg || -f $CACHE/$pkg/vmlinuz ]] || fetch_kernel "$pkg" ||
+                { rm -rf "$FETCH_TMP"; FETCH_TMP=""; }
+        fi
+    fi
+fi
+if [[ -n $pkg && -f $CACHE/$pkg/vmlinuz ]]; then
+    KDIR=$CACHE/$pkg
+else
+    KDIR=$(find "$CACHE" -mindepth 2 -maxdepth 2 -path '*/linux-image-*/vmlinuz' -printf '%h\n' 2>/dev/null |
+        sort -V | tail -n1)
+    [[ -n $KDIR ]] || die "no kernel: could not resolve/download $META and nothing is cached in $CACHE"
+    say "could not resolve/download $META; using cached ${KDIR##*/}"
+fi
+KERNEL=$KDIR/vmlinuz
+if [[ ${VM_PVH:-1} != 0 ]]; then              # once per cached kernel; bzImage as fallback
+    if [[ ! -f $KDIR/vmlinux && ! -f $KDIR/no-pvh ]]; then
+        FETCH_TMP=$(mktemp "$KDIR/.vmlinux.XXXXXX")
+        if extract_pvh "$KERNEL" "$FETCH_TMP"; then chmod 644 "$FETCH_TMP"; mv -f "$FETCH_TMP" "$KDIR/vmlinux"
+        else say "no PVH vmlinux could be extracted; booting the bzImage"; touch "$KDIR/no-pvh"; fi
+        rm -f "$FETCH_TMP"; FETCH_TMP=""
+    fi
+    [[ -f $KDIR/vmlinux ]] && KERNEL=$KDIR/vmlinux
+fi
+
+# ---- initramfs ---------------------------------------------------------------
+STAGE=$(mktemp -d "$WORK/run.XXXXXX")
+R=$STAGE/root
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,tests}
+cp "$BUSYBOX" "$R/bin/busybox"; ln -s busybox "$R/bin/sh"
+add_with_libs() {                             # $1 host file, $2 path inside the guest
+    mkdir -p "$(dirname "$R$2")"; cp -L "$1" "$R$2"
+    local lib
+    for lib in $(LC_ALL=C ldd "$1" 2>/dev/null | grep -o '/[^ ]*' || true); do
+        [[ -e $R$lib ]] || cp --parents -L "$lib" "$R"
+    done
+}
+for b in "${BINS[@]}"; do add_with_libs "$b" "/tests/$(basename "$b")"; done
+for x in ${VM_EXTRA:-}; do                     # host[:guest] files, e.g. CARGO_BIN_EXE targets
+    h=${x%%:*}; g=${x#*:}; [[ $x == *:* ]] || g=$(realpath "$h")
+    [[ -f $h ]] || die "VM_EXTRA: no such file: $h"; add_with_libs "$h" "$g"
+done
+printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$R/etc/passwd"
+printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$R/etc/group"
+printf '%s\n' "${ARGS[@]+"${ARGS[@]}"}" >"$R/args"
+q() { printf "export %s='%s'\n" "$1" "${2//\'/\'\\\'\'}"; }
+{
+    q RUST_BACKTRACE "${RUST_BACKTRACE:-1}"
+    [[ -n ${RUST_TEST_THREADS:-} ]] && q RUST_TEST_THREADS "$RUST_TEST_THREADS"
+    [[ -n ${RUST_LOG:-} ]] && q RUST_LOG "$RUST_LOG"
+    q NEBULA_TEST_REQUIRE all
+    for v in ${VM_ENV:-}; do
+        if [[ $v == *=* ]]; then q "${v%%=*}" "${v#*=}"; elif [[ -n ${!v+x} ]]; then q "$v" "${!v}"; fi
+    done
+} >"$R/env"
+cat >"$R/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+stty -F /dev/ttyS1 -opost -echo; stty -F /dev/ttyS2 -opost -echo
+exec </dev/null >/dev/ttyS1 2>&1
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+    echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null ||
+        echo "vm-test: could not enable cgroup controller $c"
+done
+ip link set lo up || echo "vm-test: could not bring up lo"
+read up _ </proc/uptime
+echo "vm-test: guest $(uname -r) up after ${up}s; controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+. /env
+set --
+while IFS= read -r a; do [ -n "$a" ] && set -- "$@" "$a"; done </args
+cd /tmp
+worst=0
+for t in /tests/*; do
+    echo "vm-test: running ${t##*/} $*"
+    "$t" "$@"; rc=$?
+    echo "vm-test: ${t##*/} exited with status $rc"
+    [ "$rc" -gt "$worst" ] && worst=$rc
+done
+read end _ </proc/uptime
+echo "vm-test: guest done at ${end}s (booted at ${up}s)"
+echo "VMTEST_RC=$worst" >/dev/ttyS2
+sync
+poweroff -f
+EOF
+chmod 755 "$R/init"
+(cd "$R" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) >"$STAGE/initrd.cpio"
+
+# ---- boot ----------------------------------------------------------------------
+CONSOLE=$WORK/console.log LOG=$WORK/last-run.log RCF=$STAGE/rc
+: >"$CONSOLE"; : >"$RCF"
+case ${VM_ACCEL:-tcg} in
+    tcg) ACCEL=(-accel tcg -cpu max) ;;
+    kvm) ACCEL=(-accel kvm -cpu host) ;;
+    *) die "VM_ACCEL must be tcg or kvm" ;;
+esac
+say "booting ${KDIR##*/} ($(basename "$KERNEL")), ${#BINS[@]} test binaries, accel ${VM_ACCEL:-tcg}"
+set +e
+timeout --foreground -k 10 "${VM_TIMEOUT:-900}" qemu-system-x86_64 "${ACCEL[@]}" \
+    -smp "${VM_SMP:-2}" -m "${VM_MEM:-1G}" -nodefaults -no-user-config -display none -no-reboot \
+    -serial "file:$CONSOLE" -chardev stdio,id=out,signal=off -serial chardev:out -serial "file:$RCF" \
+    -kernel "$KERNEL" -initrd "$STAGE/initrd.cpio" \
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init ${VM_APPEND:-}" </dev/null | tee "$LOG"
+st=("${PIPESTATUS[@]}")
+set -e
+QRC=${st[0]}
+
+# ---- status ------------------------------------------------------------------------
+panic_tail() {
+    grep -q 'Kernel panic' "$CONSOLE" || return 1
+    say "guest kernel panic; console ($CONSOLE):"
+    grep -B10 -A30 'Kernel panic' "$CONSOLE" | tail -n 50 | tr -d '\r' >&2
+}
+RC=$(tr -d '\r' <"$RCF" | sed -n 's/^VMTEST_RC=\([0-9][0-9]*\)$/\1/p' | tail -n1)
+if [[ -z $RC ]]; then
+    say "no exit status from the VM (qemu exit $QRC; 124 = timed out)"
+    if ! panic_tail; then
+        say "last 30 console lines ($CONSOLE):"
+        tail -n 30 "$CONSOLE" | tr -d '\r' >&2
+    fi
+    [[ $QRC != 0 ]] && exit "$QRC"
+    exit 1
+fi
+if panic_tail && [[ $RC == 0 ]]; then RC=1; fi
+say "guest exit status $RC"
+if grep -q 'skipped:' "$LOG"; then
+    say "a test skipped inside the VM (NEBULA_TEST_REQUIRE=all: a skip is a failure):"
+    grep 'skipped:' "$LOG" | sed 's/^/    /' >&2
+    [[ $RC != 0 ]] || RC=1
+fi
+exit "$RC"
