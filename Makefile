@@ -34,8 +34,9 @@ host-test:
 vm-test:
 	@bins=$$($(CARGO) test --no-run --message-format=json --tests 2>/dev/null | \
 	  python3 tools/vm/test-binaries.py) || { $(CARGO) test --no-run --tests; exit 1; }; \
+	$(CARGO) build --bin nebula-ctl; \
 	echo "vm-test: binaries: $$bins"; \
-	tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
+	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
 
 test: lint host-test vm-test
 

@@ -321,9 +321,12 @@ fn memory_high_raises_a_psi_trigger_and_throttles_without_killing() {
     assert_eq!(trigger.trigger(), "some 150000 2000000");
 
     let t0 = Instant::now();
+    // The string doubles until memory.max; the copies fault pages in from user space, so the
+    // memory.high penalty applies on each return to user mode (a single read(2) into a big
+    // buffer would be charged in full before the first return).
     let mut child = spawn_in(
         &leaf,
-        "exec dd if=/dev/zero of=/dev/null bs=50331648 count=1",
+        "exec awk 'BEGIN { s = \"0123456789abcdef\"; while (1) s = s s }'",
     );
     let fired = trigger.wait(Duration::from_secs(45)).unwrap();
     let after = t0.elapsed();
@@ -336,6 +339,15 @@ fn memory_high_raises_a_psi_trigger_and_throttles_without_killing() {
     let ev = leaf.memory_events().unwrap();
     let current = leaf.memory_current().unwrap();
     println!("psi: trigger fired after {after:?}; memory.current {current}; {ev:?}");
+    // Throttled, not stopped: a second later it is alive and still held near memory.high,
+    // far below the 128M backstop it would reach unthrottled.
+    std::thread::sleep(Duration::from_secs(1));
+    let later = leaf.memory_current().unwrap();
+    println!("psi: memory.current 1 s later {later}");
+    assert!(
+        later < 32 << 20,
+        "memory.current {later} is not held near 16M"
+    );
     assert!(ev.high > 0, "{ev:?}");
     assert_eq!(
         ev.oom_kill, 0,

@@ -372,7 +372,7 @@ impl Leaf {
         let fd = self
             .dir
             .open_file(file, OFlags::RDONLY)
-            .map_err(|e| self.classify(file, e))?;
+            .map_err(|e| self.classify(file, e, None))?;
         let w = EventFile {
             fd,
             path: self.dir.file_path(file),
@@ -602,7 +602,7 @@ impl Leaf {
         let text = self
             .dir
             .read_raw(file)
-            .map_err(|e| self.classify(file, e))?;
+            .map_err(|e| self.classify(file, e, None))?;
         parse(&text).map_err(|source| CgroupError::Parse {
             path: self.dir.file_path(file),
             source,
@@ -614,7 +614,7 @@ impl Leaf {
         let fd = self
             .dir
             .open_file(file, OFlags::WRONLY)
-            .map_err(|e| self.classify(file, e))?;
+            .map_err(|e| self.classify(file, e, Some(value)))?;
         write_once(&fd, value.as_bytes()).map_err(|source| CgroupError::Write {
             path: self.dir.file_path(file),
             value: value.to_owned(),
@@ -624,11 +624,16 @@ impl Leaf {
 
     /// Turns an error opening `file` into the most useful [`CgroupError`]: a missing file of a
     /// controller that is not enabled names the root's `cgroup.subtree_control`.
-    fn classify(&self, file: &str, e: std::io::Error) -> CgroupError {
+    fn classify(&self, file: &str, e: std::io::Error, writing: Option<&str>) -> CgroupError {
         if e.raw_os_error() != Some(libc::ENOENT) {
-            return CgroupError::Read {
-                path: self.dir.file_path(file),
-                source: e,
+            let path = self.dir.file_path(file);
+            return match writing {
+                Some(value) => CgroupError::Write {
+                    path,
+                    value: value.to_owned(),
+                    source: e,
+                },
+                None => CgroupError::Read { path, source: e },
             };
         }
         let path = self.dir.file_path(file);
