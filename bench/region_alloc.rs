@@ -6,6 +6,12 @@
 //! `alloc` times the allocation loop only, `cycle` includes the release. Ratios are
 //! against glibc malloc measured in the same process, same run.
 //!
+//! glibc takes lock-free shortcuts while a process has a single thread (`SINGLE_THREAD_P`:
+//! no atomics on its fastbins, no arena lock) and drops them for good once a second thread
+//! exists. Contexts exist to be used by several threads, so the whole suite runs twice: first
+//! single-threaded, then after parking one extra thread; the ratios compare the region and
+//! malloc in the same mode.
+//!
 //! Run: `make bench` (or `cargo bench --bench region_alloc`).
 #![allow(unsafe_code)]
 
@@ -60,6 +66,17 @@ fn main() {
     println!(
         "region_alloc: {BATCH} allocations per round, median of {ROUNDS} rounds, ns per allocation"
     );
+    suite("single-threaded process");
+    // Park a thread for the rest of the run: glibc switches to its multi-threaded paths.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let parked = std::thread::spawn(move || rx.recv().ok());
+    suite("process with a second (parked) thread");
+    drop(tx);
+    parked.join().ok();
+}
+
+fn suite(mode: &str) {
+    println!("\n{mode}");
     println!(
         "{:<8} {:<14} {:>9} {:>9} {:>12} {:>12}",
         "size", "allocator", "alloc", "cycle", "alloc/malloc", "cycle/malloc"
