@@ -27,7 +27,7 @@ doc:
 
 # Tier 1 and 2: unit tests and host integration tests (as root where the host allows).
 host-test:
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
 
 # Tier 3: every test binary in one qemu TCG guest with cgroup v2, NEBULA_TEST_REQUIRE=all.

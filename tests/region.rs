@@ -355,6 +355,15 @@ fn children_charge_their_ancestors() {
         ),
         (16384, 32768, 49152)
     );
+    // A parent dropped before its child: its own bytes leave every budget, the child's stay.
+    let extra = iso.create_context().with_parent(&mid).build().unwrap();
+    let grandchild = iso.create_context().with_parent(&extra).build().unwrap();
+    extra.allocate(1024).unwrap();
+    grandchild.allocate(2048).unwrap();
+    assert_eq!(root.stats().memory_used, 48 * 1024 + 3072);
+    drop(extra);
+    assert_eq!(root.stats().memory_used, 48 * 1024 + 2048);
+    drop(grandchild);
     drop(leaf);
     assert_eq!(mid.stats().memory_used, 16 * 1024);
     assert_eq!(root.stats().memory_used, 32 * 1024);

@@ -661,10 +661,16 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 impl Drop for IsolatedContext {
     fn drop(&mut self) {
         let a = &*self.acct;
-        // Return this context's own bytes to its ancestors; the region is unmapped when the
-        // last reference to the account goes (normally right here).
-        if let Some(p) = a.parent.as_deref() {
-            p.uncharge(a.own_bytes());
+        let s = a.state.load(Ordering::Acquire);
+        // Return this context's own bytes to itself and its ancestors (live descendants still
+        // charge through this account, so its budget must stop counting them).
+        if s & word::HIER != 0 {
+            a.uncharge(word::offset(s) as u64);
+        }
+        // The region is unmapped when the last reference to the account goes: right here,
+        // unless descendants are alive; then at least give its pages back now.
+        if Arc::strong_count(&self.acct) > 1 {
+            let _ = a.region.release(word::offset(s));
         }
         self.registry.remove(a.id);
     }
