@@ -149,8 +149,10 @@ impl MemoryRegion {
         Ok(())
     }
 
-    /// Returns the pages of the first `used` bytes to the kernel (`MADV_DONTNEED`: the next
-    /// use sees zeroes, the memory leaves the process's RSS); they stay committed.
+    /// Returns every committed page to the kernel (`MADV_DONTNEED`: the next use sees
+    /// zeroes, the memory leaves the process's RSS); they stay committed. The whole committed
+    /// range, not the current offset: after a plain reset, pages past the offset may still
+    /// hold earlier bytes.
     ///
     /// The caller guarantees that no allocation from this range is still in use (the
     /// owning [`IsolatedContext::reset_and_release`](crate::isolation::IsolatedContext::reset_and_release)
@@ -158,10 +160,7 @@ impl MemoryRegion {
     ///
     /// # Errors
     /// The `madvise` error.
-    pub(crate) fn release(&self, used: usize) -> std::io::Result<()> {
-        let touched = round_up_to_page(used)
-            .unwrap_or(self.capacity)
-            .min(self.committed());
-        self.map.discard(self.guard, touched)
+    pub(crate) fn release(&self) -> std::io::Result<()> {
+        self.map.discard(self.guard, self.committed())
     }
 }

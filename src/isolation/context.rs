@@ -112,6 +112,7 @@ mod word {
     pub const OFFSET_MASK: u64 = COUNT_ONE - 1;
     /// The largest region the word can address.
     pub const MAX_REGION: u64 = OFFSET_MASK * 16;
+    const _: () = assert!(MAX_REGION < (1 << 40));
     /// How much a full count field spills into the overflow counter at once.
     pub const SPILL: u64 = 1 << 25;
 
@@ -125,6 +126,7 @@ mod word {
     }
     #[inline]
     pub fn with(s: u64, count: u64, offset: usize) -> u64 {
+        debug_assert!(offset as u64 >> 4 <= OFFSET_MASK && count <= COUNT_MAX);
         (s & (HIER | FROZEN)) | (count << COUNT_SHIFT) | (offset as u64 >> 4)
     }
 }
@@ -280,7 +282,8 @@ impl Account {
     fn bump(&self, size: usize, align: usize) -> Result<usize, Refusal> {
         let cap = self.region.capacity();
         let start = self.region.start().addr().get();
-        let mut s = self.state.load(Ordering::Relaxed);
+        // Acquire pairs with spill's release, so `count_high` is read no older than the word.
+        let mut s = self.state.load(Ordering::Acquire);
         loop {
             if s & (word::HIER | word::FROZEN) != 0 || word::count(s) == word::COUNT_MAX {
                 return self.bump_slow(size, align);
@@ -311,7 +314,7 @@ impl Account {
             let next = word::with(s, count + 1, end);
             match self
                 .state
-                .compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Acquire)
             {
                 Ok(_) => return self.commit(begin, end, next, s),
                 Err(cur) => s = cur,
@@ -341,14 +344,14 @@ impl Account {
         // Charge the worst case (size in granules plus padding) up front, trim afterwards.
         let worst = size.next_multiple_of(MIN_ALIGN) + (align - MIN_ALIGN);
         self.charge(worst as u64)?;
-        let mut s = self.state.load(Ordering::Relaxed);
+        let mut s = self.state.load(Ordering::Acquire);
         loop {
             let total = self.count_high.load(Ordering::Relaxed) + word::count(s);
             let refusal = if total >= self.max_allocations {
                 Some(Refusal::Allocations { used: total })
             } else if word::count(s) == word::COUNT_MAX {
                 self.spill();
-                s = self.state.load(Ordering::Relaxed);
+                s = self.state.load(Ordering::Acquire);
                 continue;
             } else {
                 None
@@ -372,7 +375,7 @@ impl Account {
             let next = word::with(s, word::count(s) + 1, end);
             match self
                 .state
-                .compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(s, next, Ordering::Relaxed, Ordering::Acquire)
             {
                 Ok(_) => {
                     let consumed = end - off;
@@ -491,7 +494,14 @@ impl IsolatedContext {
     /// - [`IsolationError::OutOfMemory`] when the region has no room left;
     /// - [`IsolationError::InvalidConfig`] for `size == 0`.
     ///
-    /// On every error nothing stays allocated or charged.
+    /// On every error nothing stays allocated or charged, with one exception: when the
+    /// kernel refuses to commit pages (`System`) and another allocation already followed
+    /// this one, the span cannot be rolled back; it stays used and charged (unreachable)
+    /// until [`reset`](Self::reset), so the budget and the region agree.
+    ///
+    /// In a hierarchy (a context with a parent or children), an aligned request is charged
+    /// its worst-case padding for the instant before the bump, so near the limit it can be
+    /// refused where the exact padding would have fitted; limits are never exceeded.
     #[inline]
     pub fn allocate(&self, size: usize) -> Result<NonNull<u8>> {
         self.allocate_aligned(size, MIN_ALIGN)
@@ -603,7 +613,7 @@ impl IsolatedContext {
         let s = a.state.load(Ordering::Acquire);
         let own = word::offset(s);
         if release {
-            a.region.release(own).map_err(|e| {
+            a.region.release().map_err(|e| {
                 IsolationError::system(format!("releasing the pages of {} (madvise)", a.id), e)
             })?;
         }
@@ -670,7 +680,7 @@ impl Drop for IsolatedContext {
         // The region is unmapped when the last reference to the account goes: right here,
         // unless descendants are alive; then at least give its pages back now.
         if Arc::strong_count(&self.acct) > 1 {
-            let _ = a.region.release(word::offset(s));
+            let _ = a.region.release();
         }
         self.registry.remove(a.id);
     }
@@ -776,7 +786,8 @@ impl<'p> ContextBuilder<'p> {
             .region_size
             .or(c.memory_limit)
             .unwrap_or(DEFAULT_REGION_SIZE);
-        if size > word::MAX_REGION {
+        let rounded = size.checked_next_multiple_of(crate::sys::mm::page_size() as u64);
+        if rounded.is_none_or(|r| r > word::MAX_REGION) {
             return Err(IsolationError::InvalidConfig(format!(
                 "region size {size} is larger than the {} bytes (1 TiB) a context can address",
                 word::MAX_REGION

@@ -168,9 +168,10 @@ impl Drop for Mapping {
 /// allocation overlaps.
 #[allow(clippy::mut_from_ref)] // a fresh, disjoint span each call; see the contract above
 pub(crate) fn slice_of<T: ?Sized>(ptr: NonNull<u8>, len: usize, _owner: &T) -> &mut [u8] {
-    // SAFETY: per the contract above (established by MemoryRegion::bump, which hands out
-    // disjoint spans inside the committed range, and by IsolatedContext::allocate, which
-    // refuses contexts without WRITE): ptr..ptr+len is mapped read-write, zero-initialised
+    // SAFETY: per the contract above: the context's bump hands out each span with one CAS
+    // on the offset, so spans are disjoint; MemoryRegion::ensure_committed ran on this
+    // thread for the span (its Acquire load pairs with the Release store made after
+    // mprotect); IsolatedContext::allocate refuses contexts without WRITE. So ptr..ptr+len is mapped read-write, zero-initialised
     // or previously written bytes (u8 has no invalid values), exclusively ours, and stays
     // mapped while `_owner` is borrowed; the region is reset or unmapped only through
     // `&mut`/drop of the owner.
