@@ -2,7 +2,7 @@
 //! (`memory.events`, `memory.peak`, `pids.events`, `cpu.stat`, PSI, `cgroup.events`,
 //! `/proc/<pid>/cgroup`, exit signals).
 //!
-//! Every test is `#[ignore]`d: it needs root and cgroup v2 mounted at `/sys/fs/cgroup`, which
+//! Every test is ignored by default (with a reason string): it needs root and cgroup v2 mounted at `/sys/fs/cgroup`, which
 //! the VM tier provides (`make vm-test`: `tools/vm/vm-test.sh` boots a Debian 6.1 kernel with
 //! every controller enabled in the root's `cgroup.subtree_control` and runs the binary with
 //! `--include-ignored`). Each test first checks that `/sys/fs/cgroup` is cgroup2 (statfs
