@@ -41,12 +41,18 @@
 //! (`#![deny(unsafe_code)]`).
 #![deny(unsafe_code)]
 
+pub mod caps;
 pub mod cgroup;
 pub mod error;
 pub mod isolation;
+pub mod pkey;
 pub mod probe;
 pub mod region;
+pub mod sandbox;
+pub mod seccomp;
 mod sys;
+pub mod uffd;
+pub mod violation;
 
 pub use error::{IsolationError, Result};
 pub use probe::{Features, features};

@@ -27,6 +27,8 @@
 //! ```
 
 mod context;
+pub mod process;
+pub mod thread;
 
 pub use context::{ContextBuilder, ContextId, ContextStats, IsolatedContext, Permissions};
 
