@@ -7,8 +7,14 @@
 //! `seccomp(2)`, `userfaultfd(2)`).
 #![allow(unsafe_code)]
 
+pub mod caps;
+pub mod clone;
 pub mod mm;
+pub mod mount;
 pub mod pkey;
+pub mod pkru;
 pub mod process;
+pub mod rlimit;
 pub mod seccomp;
+pub mod signal;
 pub mod uffd;
