@@ -94,6 +94,22 @@ pub enum IsolationError {
         capacity: usize,
     },
 
+    /// A message is larger than the channel's frame limit; it was not sent.
+    #[error("message of {size} bytes exceeds the channel's limit of {max} bytes")]
+    MessageTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// Bytes from the other side of a channel did not decode; the frame was dropped.
+    #[error("malformed message on the channel: {reason}")]
+    MalformedMessage {
+        /// What the decoder said.
+        reason: String,
+    },
+
     /// No message arrived (in time).
     #[error("channel empty")]
     ChannelEmpty,

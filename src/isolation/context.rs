@@ -22,6 +22,12 @@ impl ContextId {
         ContextId(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// A new id, unique in this process, for a context that is not a region context (a
+    /// process, a tenant, a wasm instance).
+    pub fn fresh() -> ContextId {
+        ContextId::next()
+    }
+
     /// The number behind the id.
     pub fn get(self) -> u64 {
         self.0

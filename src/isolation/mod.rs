@@ -26,10 +26,14 @@
 //! # Ok::<(), nebula_memory::IsolationError>(())
 //! ```
 
+pub mod capability;
+pub mod channel;
 mod context;
 pub mod process;
 pub mod thread;
 
+pub use capability::{CapPermissions, CapabilityId, CapabilitySystem, Grant};
+pub use channel::{IsolatedChannel, Message};
 pub use context::{ContextBuilder, ContextId, ContextStats, IsolatedContext, Permissions};
 
 use std::collections::HashMap;
