@@ -42,6 +42,7 @@ test: lint host-test vm-test
 
 bench:
 	$(CARGO) bench --bench region_alloc
+	$(CARGO) bench --bench channel
 
 demo:
 	$(CARGO) run --release --bin nebula-ctl -- demo

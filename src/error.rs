@@ -110,6 +110,10 @@ pub enum IsolationError {
         reason: String,
     },
 
+    /// The other end of a cross-process channel is gone (closed or its process died).
+    #[error("channel closed by the other end")]
+    ChannelClosed,
+
     /// No message arrived (in time).
     #[error("channel empty")]
     ChannelEmpty,

@@ -28,6 +28,13 @@ impl ContextId {
         ContextId::next()
     }
 
+    /// Rebuilds an id that another process created and sent along (the two ends of a
+    /// cross-process channel name the same contexts). Ids name contexts; they grant
+    /// nothing: authority is the descriptor or the capability.
+    pub fn from_raw(n: u64) -> ContextId {
+        ContextId(n)
+    }
+
     /// The number behind the id.
     pub fn get(self) -> u64 {
         self.0

@@ -9,6 +9,7 @@
 
 pub mod caps;
 pub mod clone;
+pub mod fd;
 pub mod mm;
 pub mod mount;
 pub mod pkey;
