@@ -546,3 +546,41 @@ fn helper_underrun_before_start() {
     ctx.alloc_slice(16).unwrap()[0] = 1;
     poke(&ctx, -1);
 }
+
+#[test]
+fn monitors_fire_once_per_crossing_including_for_ancestors() {
+    use std::sync::Mutex;
+    let iso = MemoryIsolation::new();
+    let parent = iso
+        .create_context()
+        .with_memory_limit(100 * 1024)
+        .build()
+        .unwrap();
+    let child = iso.create_context().with_parent(&parent).build().unwrap();
+    let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    parent
+        .set_monitor(0.9, move |s| {
+            log.lock().unwrap().push((s.name.clone(), s.memory_used))
+        })
+        .unwrap();
+    parent.allocate(50 * 1024).unwrap();
+    assert!(seen.lock().unwrap().is_empty());
+    child.allocate(39 * 1024).unwrap(); // 89 KiB of 100: below the 90 KiB threshold
+    assert!(seen.lock().unwrap().is_empty());
+    child.allocate(2 * 1024).unwrap(); // 91 KiB: crosses
+    child.allocate(1024).unwrap(); // still above: no second call
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls, vec![(parent.name().to_string(), 91 * 1024)]);
+    assert!(
+        child.set_monitor(0.9, |_| {}).is_err(),
+        "no limit of its own"
+    );
+    assert!(parent.set_monitor(1.5, |_| {}).is_err());
+    // Dropping the child falls below; crossing again fires again.
+    drop(child);
+    parent.allocate(1024).unwrap();
+    let again = iso.create_context().with_parent(&parent).build().unwrap();
+    again.allocate(45 * 1024).unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}

@@ -160,6 +160,9 @@ pub(crate) struct Account {
     /// Serialises spills and the switch to `HIER`.
     slow_lock: Mutex<()>,
     refused: AtomicU64,
+    /// Whether a monitor is set (checked on every allocation: one relaxed load).
+    monitored: std::sync::atomic::AtomicBool,
+    monitor: Mutex<Option<Arc<Monitor>>>,
     permissions: Permissions,
     timeout: Option<Duration>,
     region: MemoryRegion,
@@ -167,6 +170,22 @@ pub(crate) struct Account {
 
 fn limit_of(v: u64) -> Option<u64> {
     (v != u64::MAX).then_some(v)
+}
+
+/// A usage callback: called once when `memory_used` reaches `threshold` bytes, re-armed by
+/// a reset (or when usage falls back below the threshold and rises again).
+pub(crate) struct Monitor {
+    threshold: u64,
+    fired: std::sync::atomic::AtomicBool,
+    callback: Box<dyn Fn(&ContextStats) + Send + Sync>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("threshold", &self.threshold)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a failed bump ran into, before it becomes an [`IsolationError`].
@@ -208,6 +227,47 @@ impl Account {
             allocations: self.count_high.load(Ordering::Relaxed) + word::count(s),
             max_allocations: limit_of(self.max_allocations),
             refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// After an allocation: this context's and its ancestors' monitors, where set.
+    #[inline]
+    fn notify_monitors(&self) {
+        let mut acct = Some(self);
+        while let Some(a) = acct {
+            if a.monitored.load(Ordering::Relaxed) {
+                a.check_monitor();
+            }
+            acct = a.parent.as_deref();
+        }
+    }
+
+    #[cold]
+    fn check_monitor(&self) {
+        let m = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(m) = m else { return };
+        let stats = self.stats();
+        if stats.memory_used >= m.threshold {
+            if !m.fired.swap(true, Ordering::AcqRel) {
+                (m.callback)(&stats);
+            }
+        } else {
+            m.fired.store(false, Ordering::Release);
+        }
+    }
+
+    fn rearm_monitor(&self) {
+        if let Some(m) = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            m.fired.store(false, Ordering::Release);
         }
     }
 
@@ -545,7 +605,10 @@ impl IsolatedContext {
             return Err(self.out_of_memory(size as u64));
         }
         match a.bump(size, align) {
-            Ok(offset) => Ok(a.region.at(offset)),
+            Ok(offset) => {
+                a.notify_monitors();
+                Ok(a.region.at(offset))
+            }
             Err(r) => {
                 a.refused.fetch_add(1, Ordering::Relaxed);
                 Err(match r {
@@ -637,12 +700,59 @@ impl IsolatedContext {
         // words, and charge `charged`, never this word).
         a.state.store(s & word::HIER, Ordering::Release);
         a.count_high.store(0, Ordering::Relaxed);
+        a.rearm_monitor();
         Ok(())
     }
 
     /// A snapshot of the context's usage.
     pub fn stats(&self) -> ContextStats {
         self.acct.stats()
+    }
+
+    /// Calls `callback` with the context's stats when its memory use (its own and its
+    /// descendants') reaches `fraction` of its memory limit (the seed's default is 0.9).
+    /// Fired once per crossing, on the allocating thread, right after the allocation that
+    /// crossed; re-armed by a reset or when usage drops back below the threshold (a child
+    /// dropped). Replaces an earlier monitor.
+    ///
+    /// This is the region level's own accounting; process contexts and tenants are fed by
+    /// the kernel (`memory.events`, PSI triggers).
+    ///
+    /// # Errors
+    /// `InvalidConfig` when the context has no memory limit or `fraction` is not in (0, 1].
+    pub fn set_monitor(
+        &self,
+        fraction: f64,
+        callback: impl Fn(&ContextStats) + Send + Sync + 'static,
+    ) -> Result<()> {
+        let a = &*self.acct;
+        if a.memory_limit == u64::MAX {
+            return Err(IsolationError::InvalidConfig(format!(
+                "{} has no memory limit to take a fraction of; set with_memory_limit",
+                a.id
+            )));
+        }
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(IsolationError::InvalidConfig(format!(
+                "monitor threshold {fraction} is not in (0, 1]"
+            )));
+        }
+        let threshold = ((a.memory_limit as f64) * fraction).ceil() as u64;
+        let m = Monitor {
+            threshold,
+            fired: std::sync::atomic::AtomicBool::new(false),
+            callback: Box::new(callback),
+        };
+        *a.monitor.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(m));
+        a.monitored.store(true, Ordering::Release);
+        a.check_monitor();
+        Ok(())
+    }
+
+    /// Removes the monitor.
+    pub fn clear_monitor(&self) {
+        self.acct.monitored.store(false, Ordering::Release);
+        *self.acct.monitor.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Runs `f` with this context as the thread's current context ([`current`](Self::current))
@@ -825,6 +935,8 @@ impl<'p> ContextBuilder<'p> {
             count_high: AtomicU64::new(0),
             slow_lock: Mutex::new(()),
             refused: AtomicU64::new(0),
+            monitored: std::sync::atomic::AtomicBool::new(false),
+            monitor: Mutex::new(None),
             permissions: perms,
             timeout: c.timeout,
             region,
