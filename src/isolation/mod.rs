@@ -31,11 +31,13 @@ pub mod channel;
 mod context;
 pub mod ipc;
 pub mod process;
+pub mod tenant;
 pub mod thread;
 
 pub use capability::{CapPermissions, CapabilityId, CapabilitySystem, Grant};
 pub use channel::{IsolatedChannel, Message};
 pub use context::{ContextBuilder, ContextId, ContextStats, IsolatedContext, Permissions};
+pub use tenant::{TenantLimits, TenantManager, TenantMetrics};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
