@@ -1,1 +1,514 @@
-//! (being written)
+//! Dropping privileges in a process context: a plan computed in the parent, applied in the
+//! child between `clone` and the closure or `execve`.
+//!
+//! ## Overview
+//!
+//! [`CapsPlan::drop_all`] starts from "keep nothing"; [`CapsPlanBuilder::keep`] keeps a
+//! capability in the bounding, permitted and effective sets, [`CapsPlanBuilder::keep_ambient`]
+//! also in the inheritable and ambient sets (so that it survives `execve` of an ordinary
+//! binary as a non-root uid), and [`CapsPlanBuilder::uid`], [`gid`](CapsPlanBuilder::gid) and
+//! [`groups`](CapsPlanBuilder::groups) choose the credentials. [`CapsPlanBuilder::build`]
+//! reads `cap_last_cap` and checks the plan (in the parent: it allocates and reads a file).
+//!
+//! [`CapsPlan::apply_current_thread`] runs in the child, allocation-free and
+//! async-signal-safe (raw system calls on the plan's pre-built data), in the order DESIGN.md
+//! gives, each step needing what the previous ones still leave:
+//!
+//! 1. **bounding set**: `PR_CAPBSET_DROP` for every capability not kept (needs an effective
+//!    `CAP_SETPCAP`, so it comes first);
+//! 2. **keep-caps** (`PR_SET_KEEPCAPS`) when the uid changes, so the permitted set survives;
+//! 3. **uid/gid**: `setgroups`, `setresgid`, `setresuid` (need `CAP_SETGID`/`CAP_SETUID`);
+//! 4. **permitted, inheritable, effective** with one `capset`, then keep-caps off again;
+//! 5. **ambient**: clear all, raise the kept ambient capabilities;
+//! 6. **`no_new_privs`**.
+//!
+//! The seccomp filter goes in last, by the caller ([`crate::seccomp::CompiledFilter`]),
+//! because a profile may forbid `capset`/`prctl`, and with `no_new_privs` set the filter needs
+//! no `CAP_SYS_ADMIN`.
+//!
+//! ## Threads
+//!
+//! Credentials and capability sets belong to a thread. Every call here changes the calling
+//! thread only (raw system calls, not glibc's all-thread `setresuid`). Apply the plan in the
+//! single-threaded child; in a multi-threaded process, other threads keep their privileges.
+//!
+//! ## Examples
+//!
+//! ```no_run
+//! use nebula_memory::caps::{CapsPlan, Capability};
+//!
+//! // In the parent, before clone:
+//! let plan = CapsPlan::drop_all()
+//!     .keep_ambient(Capability::CAP_NET_BIND_SERVICE)
+//!     .uid(65534)
+//!     .gid(65534)
+//!     .groups(&[])
+//!     .build()?;
+//! // In the child, after clone, before the seccomp filter and execve:
+//! plan.apply_current_thread()?;
+//! # Ok::<(), nebula_memory::caps::CapsError>(())
+//! ```
+
+use rustix::process::Gid;
+
+pub use ::caps::Capability;
+
+use crate::error::IsolationError;
+use crate::sys;
+
+/// A set of capabilities as the kernel's 64-bit mask (bit n = capability n).
+pub type CapMask = u64;
+
+/// What to keep, and whom to become; built in the parent, applied in the child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapsPlan {
+    bounding: CapMask,
+    permitted: CapMask,
+    effective: CapMask,
+    inheritable: CapMask,
+    ambient: CapMask,
+    last_cap: u8,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    groups: Option<Box<[Gid]>>,
+}
+
+/// Builds a [`CapsPlan`]; start with [`CapsPlan::drop_all`].
+#[derive(Clone, Debug, Default)]
+pub struct CapsPlanBuilder {
+    keep: CapMask,
+    ambient: CapMask,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    groups: Option<Vec<u32>>,
+}
+
+impl CapsPlanBuilder {
+    /// Keeps `cap` in the bounding, permitted and effective sets.
+    pub fn keep(mut self, cap: Capability) -> Self {
+        self.keep |= cap.bitmask();
+        self
+    }
+
+    /// Keeps `cap` as [`keep`](Self::keep) does, and also in the inheritable and ambient
+    /// sets, so that it survives `execve` of a binary without file capabilities as a non-root
+    /// uid.
+    pub fn keep_ambient(mut self, cap: Capability) -> Self {
+        self.keep |= cap.bitmask();
+        self.ambient |= cap.bitmask();
+        self
+    }
+
+    /// Becomes `uid` (real, effective and saved). Without it the uid is not changed.
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Becomes `gid` (real, effective and saved). Without it the gid is not changed.
+    pub fn gid(mut self, gid: u32) -> Self {
+        self.gid = Some(gid);
+        self
+    }
+
+    /// Sets the supplementary groups to exactly `groups` (`&[]` clears them). Without it
+    /// they are not changed. In a user namespace this needs `/proc/<pid>/setgroups` to say
+    /// `allow` when the gid map is written.
+    pub fn groups(mut self, groups: &[u32]) -> Self {
+        self.groups = Some(groups.to_vec());
+        self
+    }
+
+    /// Checks the plan against this kernel (`/proc/sys/kernel/cap_last_cap`) and freezes
+    /// it. Call it in the parent.
+    ///
+    /// # Errors
+    /// [`CapsError::ReadLastCap`], or [`CapsError::UnknownCapability`] for a capability the
+    /// running kernel does not have.
+    pub fn build(self) -> Result<CapsPlan, CapsError> {
+        let last_cap =
+            sys::caps::cap_last_cap().map_err(|source| CapsError::ReadLastCap { source })?;
+        let known = if last_cap >= 63 {
+            u64::MAX
+        } else {
+            (1u64 << (last_cap + 1)) - 1
+        };
+        let unknown = self.keep & !known;
+        if unknown != 0 {
+            return Err(CapsError::UnknownCapability {
+                cap: unknown.trailing_zeros() as u8,
+                last_cap,
+            });
+        }
+        Ok(CapsPlan {
+            bounding: self.keep,
+            permitted: self.keep,
+            effective: self.keep,
+            inheritable: self.ambient,
+            ambient: self.ambient,
+            last_cap,
+            uid: self.uid,
+            gid: self.gid,
+            groups: self
+                .groups
+                .map(|g| g.into_iter().map(Gid::from_raw).collect()),
+        })
+    }
+}
+
+impl CapsPlan {
+    /// A plan that keeps no capability and changes no id; add to it with the builder.
+    pub fn drop_all() -> CapsPlanBuilder {
+        CapsPlanBuilder::default()
+    }
+
+    /// The bounding set after the drop.
+    pub fn bounding(&self) -> CapMask {
+        self.bounding
+    }
+
+    /// The permitted set after the drop.
+    pub fn permitted(&self) -> CapMask {
+        self.permitted
+    }
+
+    /// The effective set after the drop.
+    pub fn effective(&self) -> CapMask {
+        self.effective
+    }
+
+    /// The inheritable set after the drop.
+    pub fn inheritable(&self) -> CapMask {
+        self.inheritable
+    }
+
+    /// The ambient set after the drop.
+    pub fn ambient(&self) -> CapMask {
+        self.ambient
+    }
+
+    /// The uid the plan switches to, if any.
+    pub fn target_uid(&self) -> Option<u32> {
+        self.uid
+    }
+
+    /// The gid the plan switches to, if any.
+    pub fn target_gid(&self) -> Option<u32> {
+        self.gid
+    }
+
+    /// Applies the plan to the calling thread, in the order of the module docs, ending with
+    /// `no_new_privs`. Install the seccomp filter after it.
+    ///
+    /// Child-safe: no allocation, no lock, raw system calls on the plan's data only;
+    /// async-signal-safe. Affects the calling thread only.
+    ///
+    /// # Errors
+    /// The first step that failed, with its errno (integers only: see
+    /// [`CapsError::encode`]). The thread is then partly dropped; do not run the payload.
+    pub fn apply_current_thread(&self) -> Result<(), CapsError> {
+        // 1. Bounding set, while CAP_SETPCAP is still effective.
+        for cap in 0..=self.last_cap {
+            if self.bounding & (1u64 << cap) != 0 {
+                continue;
+            }
+            let present =
+                sys::caps::bounding_contains(cap).map_err(|e| CapsError::DropBounding {
+                    cap,
+                    errno: e.raw_os_error(),
+                })?;
+            if present {
+                sys::caps::bounding_drop(cap).map_err(|e| CapsError::DropBounding {
+                    cap,
+                    errno: e.raw_os_error(),
+                })?;
+            }
+        }
+        // 2. Keep the permitted set across the uid change.
+        if self.uid.is_some() {
+            sys::caps::set_keepcaps(true).map_err(|e| CapsError::SetKeepCaps {
+                errno: e.raw_os_error(),
+            })?;
+        }
+        // 3. Groups and gid first: after setresuid the thread may lack CAP_SETGID.
+        if let Some(groups) = &self.groups {
+            sys::caps::set_groups(groups).map_err(|e| CapsError::SetGroups {
+                errno: e.raw_os_error(),
+            })?;
+        }
+        if let Some(gid) = self.gid {
+            sys::caps::set_res_gid(gid).map_err(|e| CapsError::SetResGid {
+                gid,
+                errno: e.raw_os_error(),
+            })?;
+        }
+        if let Some(uid) = self.uid {
+            sys::caps::set_res_uid(uid).map_err(|e| CapsError::SetResUid {
+                uid,
+                errno: e.raw_os_error(),
+            })?;
+        }
+        // 4. Permitted, inheritable, effective in one capset.
+        sys::caps::capset(sys::caps::CapMasks {
+            effective: self.effective,
+            permitted: self.permitted,
+            inheritable: self.inheritable,
+        })
+        .map_err(|e| CapsError::SetCaps {
+            errno: e.raw_os_error(),
+        })?;
+        if self.uid.is_some() {
+            sys::caps::set_keepcaps(false).map_err(|e| CapsError::SetKeepCaps {
+                errno: e.raw_os_error(),
+            })?;
+        }
+        // 5. Ambient: nothing but what the plan raises.
+        sys::caps::ambient_clear_all().map_err(|e| CapsError::ClearAmbient {
+            errno: e.raw_os_error(),
+        })?;
+        for cap in 0..=self.last_cap {
+            if self.ambient & (1u64 << cap) != 0 {
+                sys::caps::ambient_raise(cap).map_err(|e| CapsError::RaiseAmbient {
+                    cap,
+                    errno: e.raw_os_error(),
+                })?;
+            }
+        }
+        // 6. no_new_privs: execve can no longer add privileges (setuid bits, file caps).
+        sys::seccomp::set_no_new_privs().map_err(|e| CapsError::SetNoNewPrivs {
+            errno: e.raw_os_error(),
+        })
+    }
+}
+
+/// What went wrong while planning or applying a capability drop.
+///
+/// The apply variants hold only integers: they are built in the child without allocating,
+/// and [`CapsError::encode`] packs one into a `u64` for the pipe to the supervisor
+/// ([`CapsError::decode`] unpacks).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapsError {
+    /// `/proc/sys/kernel/cap_last_cap` could not be read.
+    #[error("reading /proc/sys/kernel/cap_last_cap failed; Hint: is /proc mounted?")]
+    ReadLastCap {
+        /// The read error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plan keeps a capability this kernel does not know.
+    #[error("capability {cap} is unknown to this kernel (cap_last_cap is {last_cap})")]
+    UnknownCapability {
+        /// The capability number.
+        cap: u8,
+        /// The kernel's highest capability.
+        last_cap: u8,
+    },
+    /// `PR_CAPBSET_DROP` failed.
+    #[error(
+        "prctl(PR_CAPBSET_DROP, {cap}) failed with errno {errno}; Hint: it needs CAP_SETPCAP in the effective set, so the bounding set is dropped first"
+    )]
+    DropBounding {
+        /// The capability.
+        cap: u8,
+        /// The errno.
+        errno: i32,
+    },
+    /// `PR_SET_KEEPCAPS` failed.
+    #[error(
+        "prctl(PR_SET_KEEPCAPS) failed with errno {errno}; Hint: SECBIT_KEEP_CAPS_LOCKED is set"
+    )]
+    SetKeepCaps {
+        /// The errno.
+        errno: i32,
+    },
+    /// `setgroups` failed.
+    #[error(
+        "setgroups failed with errno {errno}; Hint: it needs CAP_SETGID, and in a user namespace \"allow\" in /proc/<pid>/setgroups before gid_map is written (or leave the groups unchanged)"
+    )]
+    SetGroups {
+        /// The errno.
+        errno: i32,
+    },
+    /// `setresgid` failed.
+    #[error(
+        "setresgid({gid}) failed with errno {errno}; Hint: EINVAL means the gid has no mapping in the user namespace's gid_map"
+    )]
+    SetResGid {
+        /// The gid.
+        gid: u32,
+        /// The errno.
+        errno: i32,
+    },
+    /// `setresuid` failed.
+    #[error(
+        "setresuid({uid}) failed with errno {errno}; Hint: EINVAL means the uid has no mapping in the user namespace's uid_map"
+    )]
+    SetResUid {
+        /// The uid.
+        uid: u32,
+        /// The errno.
+        errno: i32,
+    },
+    /// `capset` failed.
+    #[error(
+        "capset failed with errno {errno}; Hint: EPERM means the plan keeps a capability the child's permitted set does not hold"
+    )]
+    SetCaps {
+        /// The errno.
+        errno: i32,
+    },
+    /// `PR_CAP_AMBIENT_CLEAR_ALL` failed.
+    #[error(
+        "prctl(PR_CAP_AMBIENT_CLEAR_ALL) failed with errno {errno}; Hint: ambient capabilities need Linux 4.3"
+    )]
+    ClearAmbient {
+        /// The errno.
+        errno: i32,
+    },
+    /// `PR_CAP_AMBIENT_RAISE` failed.
+    #[error(
+        "prctl(PR_CAP_AMBIENT_RAISE, {cap}) failed with errno {errno}; Hint: the capability must be permitted and inheritable, and SECBIT_NO_CAP_AMBIENT_RAISE unset"
+    )]
+    RaiseAmbient {
+        /// The capability.
+        cap: u8,
+        /// The errno.
+        errno: i32,
+    },
+    /// `PR_SET_NO_NEW_PRIVS` failed.
+    #[error("prctl(PR_SET_NO_NEW_PRIVS) failed with errno {errno}")]
+    SetNoNewPrivs {
+        /// The errno.
+        errno: i32,
+    },
+}
+
+impl CapsError {
+    /// The errno of a child-side step, if this is one.
+    pub fn errno(&self) -> Option<i32> {
+        match *self {
+            CapsError::DropBounding { errno, .. }
+            | CapsError::SetKeepCaps { errno }
+            | CapsError::SetGroups { errno }
+            | CapsError::SetResGid { errno, .. }
+            | CapsError::SetResUid { errno, .. }
+            | CapsError::SetCaps { errno }
+            | CapsError::ClearAmbient { errno }
+            | CapsError::RaiseAmbient { errno, .. }
+            | CapsError::SetNoNewPrivs { errno } => Some(errno),
+            _ => None,
+        }
+    }
+
+    /// Packs a child-side error into a `u64` (step in the top byte, the capability or id in
+    /// bits 16..48, the errno in the low 16 bits); `None` for the parent-side variants.
+    pub fn encode(&self) -> Option<u64> {
+        let (tag, detail): (u64, u32) = match *self {
+            CapsError::DropBounding { cap, .. } => (1, cap.into()),
+            CapsError::SetKeepCaps { .. } => (2, 0),
+            CapsError::SetGroups { .. } => (3, 0),
+            CapsError::SetResGid { gid, .. } => (4, gid),
+            CapsError::SetResUid { uid, .. } => (5, uid),
+            CapsError::SetCaps { .. } => (6, 0),
+            CapsError::ClearAmbient { .. } => (7, 0),
+            CapsError::RaiseAmbient { cap, .. } => (8, cap.into()),
+            CapsError::SetNoNewPrivs { .. } => (9, 0),
+            _ => return None,
+        };
+        let errno = self.errno()? as u16;
+        Some(tag << 56 | u64::from(detail) << 16 | u64::from(errno))
+    }
+
+    /// Unpacks what [`CapsError::encode`] packed.
+    pub fn decode(code: u64) -> Option<CapsError> {
+        let errno = i32::from(code as u16);
+        let detail = (code >> 16) as u32;
+        let cap = u8::try_from(detail).ok();
+        Some(match code >> 56 {
+            1 => CapsError::DropBounding { cap: cap?, errno },
+            2 => CapsError::SetKeepCaps { errno },
+            3 => CapsError::SetGroups { errno },
+            4 => CapsError::SetResGid { gid: detail, errno },
+            5 => CapsError::SetResUid { uid: detail, errno },
+            6 => CapsError::SetCaps { errno },
+            7 => CapsError::ClearAmbient { errno },
+            8 => CapsError::RaiseAmbient { cap: cap?, errno },
+            9 => CapsError::SetNoNewPrivs { errno },
+            _ => return None,
+        })
+    }
+}
+
+impl From<CapsError> for IsolationError {
+    fn from(e: CapsError) -> Self {
+        match e.errno() {
+            Some(errno) => IsolationError::System {
+                operation: format!("dropping capabilities: {e}"),
+                source: std::io::Error::from_raw_os_error(errno),
+            },
+            None => match e {
+                CapsError::ReadLastCap { source } => IsolationError::System {
+                    operation: "reading /proc/sys/kernel/cap_last_cap".into(),
+                    source,
+                },
+                other => IsolationError::InvalidConfig(other.to_string()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_sets_follow_keep_and_ambient() {
+        let p = CapsPlan::drop_all()
+            .keep(Capability::CAP_CHOWN)
+            .keep_ambient(Capability::CAP_NET_BIND_SERVICE)
+            .uid(1000)
+            .build()
+            .unwrap();
+        assert_eq!(p.bounding(), 0x401);
+        assert_eq!(p.permitted(), 0x401);
+        assert_eq!(p.effective(), 0x401);
+        assert_eq!(p.inheritable(), 0x400);
+        assert_eq!(p.ambient(), 0x400);
+        assert_eq!(p.target_uid(), Some(1000));
+        assert_eq!(p.target_gid(), None);
+    }
+
+    #[test]
+    fn child_errors_round_trip_through_a_u64() {
+        for e in [
+            CapsError::DropBounding { cap: 40, errno: 1 },
+            CapsError::SetKeepCaps { errno: 1 },
+            CapsError::SetGroups { errno: 1 },
+            CapsError::SetResGid {
+                gid: 4_000_000_000,
+                errno: 22,
+            },
+            CapsError::SetResUid {
+                uid: 65534,
+                errno: 22,
+            },
+            CapsError::SetCaps { errno: 1 },
+            CapsError::ClearAmbient { errno: 22 },
+            CapsError::RaiseAmbient { cap: 10, errno: 1 },
+            CapsError::SetNoNewPrivs { errno: 22 },
+        ] {
+            let back = CapsError::decode(e.encode().unwrap()).unwrap();
+            assert_eq!(back.to_string(), e.to_string());
+        }
+        assert!(CapsError::decode(0).is_none());
+        assert!(
+            CapsError::UnknownCapability {
+                cap: 50,
+                last_cap: 40
+            }
+            .encode()
+            .is_none()
+        );
+    }
+}

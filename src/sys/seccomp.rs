@@ -1,4 +1,5 @@
-//! seccomp queries: the current mode and which filter actions the kernel knows.
+//! seccomp: the current mode, which filter actions the kernel knows, `no_new_privs`, and
+//! installing a prepared filter (calling thread only, or every thread with TSYNC).
 
 use std::io;
 
@@ -47,5 +48,81 @@ pub fn action_available(action: u32) -> io::Result<bool> {
     match e.raw_os_error() {
         Some(libc::EOPNOTSUPP) => Ok(false),
         _ => Err(e),
+    }
+}
+
+/// Why `seccomp(SECCOMP_SET_MODE_FILTER)` refused a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallFailure {
+    /// The call failed with this errno.
+    Errno(i32),
+    /// With `SECCOMP_FILTER_FLAG_TSYNC`: this thread of the process could not be
+    /// synchronised (it has a filter that is not an ancestor of the caller's).
+    ThreadSync(i32),
+}
+
+/// Sets `no_new_privs` on the calling thread (`prctl(PR_SET_NO_NEW_PRIVS, 1)`). It cannot
+/// be unset; children and `execve` keep it. Allocation-free and async-signal-safe (a raw
+/// system call through rustix's linux_raw backend).
+///
+/// # Errors
+/// `EINVAL` on kernels older than 3.5.
+///
+/// # References
+/// prctl(2) `PR_SET_NO_NEW_PRIVS`; Documentation/userspace-api/no_new_privs.rst.
+pub fn set_no_new_privs() -> Result<(), rustix::io::Errno> {
+    rustix::thread::set_no_new_privs(true)
+}
+
+/// Installs the classic-BPF program `program` as a seccomp filter
+/// (`seccomp(SECCOMP_SET_MODE_FILTER, flags, &sock_fprog)`), on the calling thread only, or
+/// with `tsync` on every thread of the process (`SECCOMP_FILTER_FLAG_TSYNC`).
+///
+/// Allocation-free and async-signal-safe: the `sock_fprog` lives on the stack and points into
+/// `program`, which the caller built beforehand; the only call is `syscall(2)`. The caller
+/// must have set `no_new_privs` (see [`set_no_new_privs`]) or hold `CAP_SYS_ADMIN`.
+///
+/// # Errors
+/// - `Errno(EINVAL)`: the program is empty, longer than 4096 instructions, fails the
+///   kernel's checker, or an unknown flag was passed.
+/// - `Errno(EACCES)`: neither `no_new_privs` nor `CAP_SYS_ADMIN`.
+/// - `Errno(ENOMEM)`: the total length of the stacked filters exceeds the kernel's limit.
+/// - `ThreadSync(tid)`: `tsync` and thread `tid` could not be synchronised.
+///
+/// # References
+/// seccomp(2) `SECCOMP_SET_MODE_FILTER`, `SECCOMP_FILTER_FLAG_TSYNC`.
+pub fn install_filter(program: &[libc::sock_filter], tsync: bool) -> Result<(), InstallFailure> {
+    let Ok(len) = u16::try_from(program.len()) else {
+        return Err(InstallFailure::Errno(libc::EINVAL));
+    };
+    let prog = libc::sock_fprog {
+        len,
+        // The kernel only reads the instructions (copy_from_user); the *mut is the C type.
+        filter: program.as_ptr().cast_mut(),
+    };
+    let flags: libc::c_ulong = if tsync {
+        libc::SECCOMP_FILTER_FLAG_TSYNC as libc::c_ulong
+    } else {
+        0
+    };
+    // SAFETY: `prog` is a live sock_fprog on this stack frame whose `filter` points at
+    // `len` initialised instructions borrowed from `program` for the whole call; the kernel
+    // copies them and keeps no pointer. The operation and flags are plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        r if r > 0 => Err(InstallFailure::ThreadSync(r as i32)),
+        _ => Err(InstallFailure::Errno(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        )),
     }
 }
