@@ -33,6 +33,8 @@ pub mod ipc;
 pub mod process;
 pub mod tenant;
 pub mod thread;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 pub use capability::{CapPermissions, CapabilityId, CapabilitySystem, Grant};
 pub use channel::{IsolatedChannel, Message};
