@@ -43,6 +43,7 @@ test: lint host-test vm-test
 bench:
 	$(CARGO) bench --bench region_alloc
 	$(CARGO) bench --bench channel
+	$(CARGO) bench --bench pkey_switch
 
 demo:
 	$(CARGO) run --release --bin nebula-ctl -- demo
