@@ -8,8 +8,8 @@
 //!
 //! | Level | Unit | Enforced by | Status |
 //! |---|---|---|---|
-//! | region | [`isolation::IsolatedContext`] | mmap'd region, guard pages, atomic budgets | available |
-//! | thread (`Low`) | protection-key domain | `pkey_mprotect`, per-thread PKRU | planned |
+//! | region | [`isolation::IsolatedContext`], [`sandbox::MemorySandbox`] | mmap'd region, guard pages, atomic budgets | available |
+//! | thread (`Low`) | [`pkey::Domain`] on an [`isolation::thread::ThreadIsolation`] thread | `pkey_mprotect`, per-thread PKRU, seccomp thread filter | available on x86-64 with PKU |
 //! | process (`Medium`) | child process | namespaces, cgroup v2 ([`cgroup`]), seccomp | planned |
 //! | wasm (`High`) | wasmtime store | bounds checks, fuel, epochs | planned |
 //! | hardware (`Critical`) | microVM | nested paging | planned |

@@ -466,7 +466,7 @@ fn levels(
     };
     let mut m = BTreeMap::new();
     m.insert("region", status(vec![]));
-    let mut thread = vec!["not built yet (issue: thread-level isolation)".to_string()];
+    let mut thread = Vec::new();
     if !pkeys.available {
         thread.push(format!("pkeys: {}", pkeys.reason.as_deref().unwrap_or("")));
     }

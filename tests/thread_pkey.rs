@@ -526,3 +526,54 @@ fn helper_adversary_new_thread() {
         adversary(|r| std::thread::scope(|s| drop(s.spawn(|| steal(r)))));
     }
 }
+
+#[test]
+fn a_seccomp_profile_confines_the_isolated_thread_only() {
+    if pkeys().is_none() {
+        return;
+    }
+    let o = run_helper("helper_thread_seccomp");
+    done(&o);
+}
+
+#[allow(unsafe_code)]
+fn try_unshare_uts() -> Option<rustix::io::Errno> {
+    // SAFETY: CLONE_NEWUTS only changes this thread's hostname namespace; it touches no
+    // descriptor table (the hazard unshare_unsafe warns about is CLONE_FILES).
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUTS) }.err()
+}
+
+fn seccomp_mode_of_this_thread() -> String {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+        .unwrap()
+}
+
+#[test]
+#[ignore = "helper: run by a_seccomp_profile_confines_the_isolated_thread_only"]
+fn helper_thread_seccomp() {
+    if !in_helper() {
+        return;
+    }
+    let pk = Pkeys::probe().unwrap();
+    let set = DomainSet::new(&pk);
+    let iso = ThreadIsolation::new(&set)
+        .with_seccomp(nebula_memory::seccomp::Profile::Default)
+        .unwrap();
+    let (mode, unshare) = iso
+        .run_isolated(|_| {
+            // The default profile refuses new namespaces with EPERM (the kernel's answer).
+            (seccomp_mode_of_this_thread(), try_unshare_uts())
+        })
+        .unwrap();
+    assert_eq!(mode, "2", "the isolated thread is filtered");
+    assert_eq!(unshare, Some(rustix::io::Errno::PERM));
+    assert_eq!(
+        seccomp_mode_of_this_thread(),
+        "0",
+        "the spawning thread is not"
+    );
+    say("done", 1);
+}
