@@ -131,10 +131,20 @@ fn demo_contains_every_misbehaving_workload() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        text.contains("3/3 misbehaving workloads contained"),
-        "{text}"
-    );
+    let f = nebula_memory::features();
+    let expected = 4
+        + usize::from(f.seccomp.available)
+        + usize::from(f.userfaultfd.available)
+        + usize::from(f.pkeys.available);
+    let summary = format!("{expected}/{expected} misbehaving workloads contained");
+    assert!(text.contains(&summary), "{text}");
+    assert!(text.contains("guard page hit"), "{text}");
+    if f.seccomp.available {
+        assert!(text.contains("killed it with SIGSYS"), "{text}");
+    }
+    if f.pkeys.available {
+        assert!(text.contains("protection-key fault"), "{text}");
+    }
     assert!(text.contains("SIGSEGV on the guard page"), "{text}");
     assert!(!text.contains("NOT contained"), "{text}");
 }

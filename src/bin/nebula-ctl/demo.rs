@@ -1,49 +1,75 @@
-use std::process::ExitCode;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitCode, Output};
+use std::time::Duration;
 
 use nebula_memory::IsolationError;
-use nebula_memory::isolation::MemoryIsolation;
+use nebula_memory::isolation::{MemoryIsolation, Permissions};
 
 /// Every level that exists here, each against a misbehaving workload, with a report of
 /// what was contained.
 #[derive(clap::Args, Debug)]
 pub struct Demo {
-    /// Internal: act as the guard-page overrun workload (run by the demo itself).
+    /// Internal: act as one of the misbehaving workloads (the demo re-executes itself).
     #[arg(long, hide = true)]
-    overrun_child: bool,
+    child: Option<String>,
+}
+
+type Step = fn() -> anyhow::Result<Outcome>;
+
+enum Outcome {
+    Contained(String),
+    Skipped(String),
 }
 
 impl Demo {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        if self.overrun_child {
-            overrun_child();
+        if let Some(name) = self.child {
+            workload(&name);
         }
-        let mut contained = 0;
-        let mut total = 0;
+        let (mut contained, mut total) = (0, 0);
         println!("nebula-ctl demo: every available level against a misbehaving workload\n");
-        for (name, step) in [
-            (
-                "region: a workload that allocates past its budget",
-                budget as fn() -> anyhow::Result<String>,
-            ),
+        let steps: [(&str, Step); 7] = [
+            ("region: a workload that allocates past its budget", budget),
             (
                 "region: a child context limited by its parent",
                 parent_limit,
             ),
             ("region: a write past the end of a region", guard_overrun),
-        ] {
-            total += 1;
+            (
+                "sandbox: a write onto a sandbox region's guard page",
+                sandbox_guard,
+            ),
+            (
+                "userfaultfd: a write into a frozen (write-protected) region",
+                frozen_write,
+            ),
+            (
+                "thread: a thread reading another protection-key domain",
+                pkey_read,
+            ),
+            (
+                "seccomp: a strict-profile workload that tries to open a file",
+                seccomp_strict,
+            ),
+        ];
+        for (name, step) in steps {
             match step() {
-                Ok(msg) => {
+                Ok(Outcome::Contained(msg)) => {
+                    total += 1;
                     contained += 1;
                     println!("[contained] {name}\n            {msg}");
                 }
-                Err(e) => println!("[NOT contained] {name}\n            {e:#}"),
+                Ok(Outcome::Skipped(why)) => println!("[skipped]   {name}\n            {why}"),
+                Err(e) => {
+                    total += 1;
+                    println!("[NOT contained] {name}\n            {e:#}");
+                }
             }
         }
         let f = nebula_memory::features();
         for (level, status) in &f.levels {
             if !status.available {
-                println!("[skipped]   {level} level: {}", status.lacks.join("; "));
+                println!("[level unavailable] {level}: {}", status.lacks.join("; "));
             }
         }
         println!("\n{contained}/{total} misbehaving workloads contained");
@@ -55,7 +81,7 @@ impl Demo {
     }
 }
 
-fn budget() -> anyhow::Result<String> {
+fn budget() -> anyhow::Result<Outcome> {
     let iso = MemoryIsolation::new();
     let ctx = iso
         .create_context()
@@ -78,14 +104,14 @@ fn budget() -> anyhow::Result<String> {
         "unexpected error: {err}"
     );
     let s = ctx.stats();
-    Ok(format!(
+    Ok(Outcome::Contained(format!(
         "stopped after {n} x 4 KiB: {err}; used {} of {} bytes",
         s.memory_used,
         1 << 20
-    ))
+    )))
 }
 
-fn parent_limit() -> anyhow::Result<String> {
+fn parent_limit() -> anyhow::Result<Outcome> {
     let iso = MemoryIsolation::new();
     let parent = iso
         .create_context()
@@ -105,26 +131,170 @@ fn parent_limit() -> anyhow::Result<String> {
         "the parent's budget did not bound the child: {err}"
     );
     child.allocate(64 * 1024)?;
-    Ok(format!(
+    Ok(Outcome::Contained(format!(
         "child asked 192 KiB under its own 16 MiB limit: {err}; 64 KiB fitted, parent now charges {} bytes",
         parent.stats().memory_used
-    ))
+    )))
 }
 
-fn guard_overrun() -> anyhow::Result<String> {
+/// Runs `nebula-ctl demo --child NAME` and returns its output.
+fn run_child(name: &str) -> anyhow::Result<Output> {
     let exe = std::env::current_exe()?;
-    let status = std::process::Command::new(exe)
-        .args(["demo", "--overrun-child"])
-        .status()?;
-    use std::os::unix::process::ExitStatusExt;
-    match status.signal() {
-        Some(libc::SIGSEGV) => Ok("the workload wrote one byte past its region and died of SIGSEGV on the guard page (PROT_NONE) before the byte landed".into()),
-        _ => anyhow::bail!("the overrun was not stopped by the guard page (exit status {status})"),
+    Ok(std::process::Command::new(exe)
+        .args(["demo", "--child", name])
+        .output()?)
+}
+
+fn report_line(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    err.lines()
+        .find(|l| l.contains("fail-stop"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn guard_overrun() -> anyhow::Result<Outcome> {
+    let o = run_child("region-overrun")?;
+    match o.status.signal() {
+        Some(libc::SIGSEGV) => Ok(Outcome::Contained(
+            "the workload wrote one byte past its region and died of SIGSEGV on the guard page (PROT_NONE) before the byte landed".into(),
+        )),
+        _ => anyhow::bail!("the overrun was not stopped by the guard page (exit status {})", o.status),
     }
 }
 
+fn sandbox_guard() -> anyhow::Result<Outcome> {
+    let o = run_child("sandbox-guard")?;
+    let line = report_line(&o);
+    anyhow::ensure!(
+        o.status.signal() == Some(libc::SIGABRT),
+        "exit status {} ({line})",
+        o.status
+    );
+    anyhow::ensure!(!line.is_empty(), "no violation report on stderr");
+    Ok(Outcome::Contained(format!(
+        "SIGABRT after the report: {line}"
+    )))
+}
+
+fn frozen_write() -> anyhow::Result<Outcome> {
+    use nebula_memory::uffd::{FrozenRegion, WritePolicy};
+    use std::sync::{Arc, Mutex};
+    if !nebula_memory::features().userfaultfd.available {
+        return Ok(Outcome::Skipped(
+            "userfaultfd is not available here (nebula-ctl probe)".into(),
+        ));
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    nebula_memory::violation::set_violation_handler(move |i| log.lock().unwrap().push(i.clone()));
+    let iso = MemoryIsolation::new();
+    let owner = iso.create_context().with_name("config-reader").build()?;
+    let region = FrozenRegion::new(b"config v1", WritePolicy::Audit, Some(owner.id()))?;
+    region.write_violating(0, b"X")?;
+    nebula_memory::violation::flush(Duration::from_secs(5));
+    nebula_memory::violation::clear_violation_handler();
+    let reports = seen.lock().unwrap().clone();
+    let r = reports
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the write was not reported"))?;
+    Ok(Outcome::Contained(format!(
+        "reported by userfaultfd: {:?} at {:#x} by thread {} of {}; allowed under the audit policy ({} write reported)",
+        r.kind,
+        r.address.unwrap_or(0),
+        r.thread_id.unwrap_or(0),
+        owner.name(),
+        region.writes_reported()
+    )))
+}
+
+fn pkey_read() -> anyhow::Result<Outcome> {
+    let f = nebula_memory::features();
+    if !f.pkeys.available {
+        return Ok(Outcome::Skipped(format!(
+            "no protection keys here: {}",
+            f.pkeys.reason.as_deref().unwrap_or("")
+        )));
+    }
+    let o = run_child("pkey-read")?;
+    let line = report_line(&o);
+    anyhow::ensure!(
+        o.status.signal() == Some(libc::SIGABRT),
+        "exit status {} ({line})",
+        o.status
+    );
+    Ok(Outcome::Contained(format!(
+        "SIGABRT after the report: {line}"
+    )))
+}
+
+fn seccomp_strict() -> anyhow::Result<Outcome> {
+    if !nebula_memory::features().seccomp.available {
+        return Ok(Outcome::Skipped(
+            "seccomp is not available here (nebula-ctl probe)".into(),
+        ));
+    }
+    let o = run_child("seccomp-strict")?;
+    anyhow::ensure!(
+        o.status.signal() == Some(libc::SIGSYS),
+        "exit status {}",
+        o.status
+    );
+    Ok(Outcome::Contained(
+        "the kernel killed it with SIGSYS at openat(2)".into(),
+    ))
+}
+
+/// The misbehaving workloads, run in a child process; none of them returns.
+fn workload(name: &str) -> ! {
+    match name {
+        "region-overrun" => region_overrun(),
+        "sandbox-guard" => {
+            let iso = MemoryIsolation::new();
+            let owner = iso
+                .create_context()
+                .with_name("plugin")
+                .build()
+                .expect("context");
+            let sandbox = nebula_memory::sandbox::MemorySandbox::new(owner.id());
+            let region = sandbox
+                .create_region(4096, Permissions::READ | Permissions::WRITE)
+                .expect("region");
+            let _ = region.write_unchecked(4096 + 8, &[0xEE]);
+        }
+        "pkey-read" => {
+            use nebula_memory::pkey::{DomainSet, Pkeys};
+            let pk = Pkeys::probe().expect("pkeys");
+            let set = DomainSet::new(&pk);
+            let secret = set.create_domain(None);
+            let region = secret.alloc_region(4096).expect("region");
+            {
+                let _in = secret.enter().expect("enter");
+                region.write(0, b"secret").expect("write");
+            }
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut b = [0u8; 6];
+                    let _ = region.read(0, &mut b);
+                });
+            });
+        }
+        "seccomp-strict" => {
+            let filter = nebula_memory::seccomp::Profile::Strict
+                .compile()
+                .expect("compile");
+            filter.install_current_thread().expect("install");
+            let _ = std::fs::File::open("/etc/hostname");
+        }
+        other => eprintln!("unknown workload {other}"),
+    }
+    eprintln!("the workload was not stopped");
+    std::process::exit(0)
+}
+
 #[allow(unsafe_code)]
-fn overrun_child() -> ! {
+fn region_overrun() -> ! {
     let iso = MemoryIsolation::new();
     let ctx = iso
         .create_context()
