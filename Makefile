@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(if $(HOME),$(HOME)/.cache/nebula-memory/target,$(CU
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: all build test host-test vm-test bench lint fmt demo doc clean-vm
+.PHONY: all build test host-test vm-test bench lint fmt demo doc man
 
 all: build
 
@@ -44,6 +44,11 @@ bench:
 	$(CARGO) bench --bench region_alloc
 	$(CARGO) bench --bench channel
 	$(CARGO) bench --bench pkey_switch
+
+man:
+	mkdir -p $(CARGO_TARGET_DIR)/man
+	$(CARGO) run --quiet --bin nebula-ctl -- man > $(CARGO_TARGET_DIR)/man/nebula-ctl.1
+	@echo "man page: $(CARGO_TARGET_DIR)/man/nebula-ctl.1 (man -l to read it)"
 
 demo:
 	$(CARGO) run --release --bin nebula-ctl -- demo

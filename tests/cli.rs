@@ -157,3 +157,25 @@ fn usage_errors_exit_2() {
     let out = ctl(&["probe", "--jsn"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_clap_definitions() {
+    let out = ctl(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        script.contains("nebula-ctl") && script.contains("probe") && script.contains("demo"),
+        "{script}"
+    );
+    let out = ctl(&["completions", "no-such-shell"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ctl(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH"),
+        "not roff: {}",
+        &page[..page.len().min(200)]
+    );
+    assert!(page.contains("probe"));
+}

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod completions;
 mod demo;
 mod probe;
 
 /// Probe, run and watch nebula-memory isolation contexts.
 #[derive(Parser, Debug)]
 #[command(name = "nebula-ctl", version, about)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     Probe(probe::Probe),
     Demo(demo::Demo),
+    Completions(completions::Completions),
+    #[command(hide = true)]
+    Man(completions::Man),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe(p) => p.run(),
         Command::Demo(d) => d.run(),
+        Command::Completions(c) => c.run(),
+        Command::Man(m) => m.run(),
     };
     match result {
         Ok(code) => code,
