@@ -1,0 +1,403 @@
+//! [`ProcessConfig`]: what a process context gets (namespaces, identity, filesystem, network,
+//! limits), as plain data with chainable setters.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cgroup::{CpuMax, IoMax};
+use crate::violation::ViolationInfo;
+
+pub use crate::sys::rlimit::{INFINITY as RLIM_INFINITY, Resource, RlimitSetting};
+
+bitflags::bitflags! {
+    /// The namespaces a context gets, each a `CLONE_NEW*` flag. [`Namespaces::all`] is the
+    /// default.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Namespaces: u64 {
+        /// `CLONE_NEWUSER`: its own uids; root inside is mapped to one id outside.
+        const USER = libc::CLONE_NEWUSER as u64;
+        /// `CLONE_NEWPID`: its own pids; nebula's pid 1 reaps orphans.
+        const PID = libc::CLONE_NEWPID as u64;
+        /// `CLONE_NEWNS`: its own mount table (read-only root, private /tmp, fresh /proc).
+        const MOUNT = libc::CLONE_NEWNS as u64;
+        /// `CLONE_NEWNET`: its own network stack with only `lo` (brought up): network none.
+        const NET = libc::CLONE_NEWNET as u64;
+        /// `CLONE_NEWIPC`: its own System V IPC and POSIX message queues.
+        const IPC = libc::CLONE_NEWIPC as u64;
+        /// `CLONE_NEWUTS`: its own hostname.
+        const UTS = libc::CLONE_NEWUTS as u64;
+        /// `CLONE_NEWCGROUP`: its own cgroup becomes the root of what it sees.
+        const CGROUP = libc::CLONE_NEWCGROUP as u64;
+    }
+}
+
+/// The network a context sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// A new network namespace with only the loopback interface, up.
+    None,
+    /// The supervisor's network (no network namespace).
+    Host,
+}
+
+/// What to do with a memory limit when cgroup v2 cannot enforce it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MemoryFallback {
+    /// Refuse: the context is not created and the error names the reason (the default:
+    /// a limit is never silently dropped).
+    #[default]
+    Refuse,
+    /// Limit the workload's address space instead (`RLIMIT_AS` = the memory limit). This is
+    /// not the same promise: it counts reserved address space, not resident memory, per
+    /// process, not per context. The outcome reports it as
+    /// [`MemoryEnforcement::RlimitAs`](super::MemoryEnforcement::RlimitAs).
+    RlimitAs,
+}
+
+/// Whether a context gets a cgroup v2 leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CgroupUse {
+    /// Use cgroup v2 when [`crate::features`] says it is available (accounting, OOM and pids
+    /// reports, `cgroup.kill`); limits that need it are refused without it.
+    #[default]
+    Auto,
+    /// Refuse to create the context without cgroup v2.
+    Required,
+    /// Never use cgroups (limits that need them are refused).
+    Off,
+}
+
+/// Where a standard stream of the workload goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Stdio {
+    /// The supervisor's own stream.
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// A pipe the supervisor reads into [`Outcome::stdout`](super::Outcome::stdout) /
+    /// `stderr` (bounded by [`ProcessConfig::max_output_bytes`]; stdin: not allowed).
+    Capture,
+}
+
+/// A bind mount of a host path into the context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    /// The host path.
+    pub source: PathBuf,
+    /// Where it appears inside (must exist).
+    pub target: PathBuf,
+    /// Writable bind (otherwise read-only, recursively).
+    pub writable: bool,
+}
+
+/// A private tmpfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// The mount point (must exist).
+    pub target: PathBuf,
+    /// Its size limit in bytes (`size=`).
+    pub size: u64,
+}
+
+/// Resource limits of a context.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// `memory.max`: the hard limit; beyond it the kernel OOM-kills inside the context.
+    pub memory_max: Option<u64>,
+    /// `memory.high`: throttling (never kills).
+    pub memory_high: Option<u64>,
+    /// `memory.swap.max`.
+    pub memory_swap_max: Option<u64>,
+    /// `cpu.max`.
+    pub cpu_max: Option<CpuMax>,
+    /// `io.max`, one entry per device.
+    pub io_max: Vec<IoMax>,
+    /// `pids.max`: processes and threads of the context.
+    pub pids_max: Option<u64>,
+    /// What to do with `memory_max` without cgroup v2.
+    pub memory_fallback: MemoryFallback,
+    /// Resource limits set on the workload process (`prlimit`), in order.
+    pub rlimits: Vec<RlimitSetting>,
+    /// Wall-clock limit from release to exit; then the context is killed (`cgroup.kill`, or
+    /// `SIGKILL` to its pid 1).
+    pub wall_time: Option<Duration>,
+    /// CPU-time limit: `RLIMIT_CPU` on the workload (whole seconds, rounded up; `SIGXCPU`,
+    /// then `SIGKILL` a second later) and, with a cgroup, `cpu.stat usage_usec` of the whole
+    /// context checked every 50 ms.
+    pub cpu_time: Option<Duration>,
+}
+
+/// Called once per violation, on the supervising thread, after the context ended.
+pub type ViolationCallback = Arc<dyn Fn(&ViolationInfo) + Send + Sync>;
+
+/// The configuration of a process context. [`ProcessConfig::default`] is the strict
+/// default: every namespace, root inside mapped to the caller, read-only root, a private
+/// 64 MiB `/tmp`, a fresh `/proc`, network none, every capability dropped, `no_new_privs`,
+/// the `default` seccomp profile, an empty environment, cwd `/`.
+#[derive(Clone)]
+pub struct ProcessConfig {
+    /// The namespaces.
+    pub namespaces: Namespaces,
+    /// Root (uid/gid 0) inside the user namespace is mapped to this `(uid, gid)` outside;
+    /// `None`: the caller's effective ids.
+    pub root_maps_to: Option<(u32, u32)>,
+    /// The hostname inside (needs [`Namespaces::UTS`]).
+    pub hostname: Option<String>,
+    /// Environment of a command (`execve`'s `envp`); a closure keeps the supervisor's.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory of the workload.
+    pub cwd: PathBuf,
+    /// Limits.
+    pub limits: Limits,
+    /// Remount the inherited tree read-only (needs [`Namespaces::MOUNT`]).
+    pub read_only_root: bool,
+    /// Private tmpfs mounts (needs [`Namespaces::MOUNT`]).
+    pub tmpfs: Vec<TmpfsMount>,
+    /// Mount a fresh `/proc` of the new pid namespace (needs `MOUNT` and `PID`).
+    pub mount_proc: bool,
+    /// Bind mounts, applied after the root became read-only.
+    pub binds: Vec<BindMount>,
+    /// `prctl(PR_SET_NO_NEW_PRIVS)` before the workload runs (the capability drop and the
+    /// seccomp filter set it too).
+    pub no_new_privs: bool,
+    /// Drop capabilities before the workload runs: every capability not in `keep_caps` leaves
+    /// the bounding, permitted, effective, inheritable and ambient sets ([`crate::caps`]).
+    pub drop_caps: bool,
+    /// Capabilities kept when `drop_caps` is on.
+    pub keep_caps: Vec<crate::caps::Capability>,
+    /// The seccomp profile installed last before the workload runs ([`crate::seccomp`]).
+    pub seccomp: crate::seccomp::Profile,
+    /// Whether to use a cgroup v2 leaf.
+    pub cgroup: CgroupUse,
+    /// The cgroup under which nebula's root (`nebula/`) is created; `None`: the supervisor's
+    /// own cgroup under the cgroup2 mount, as [`crate::features`] reports them.
+    pub cgroup_parent: Option<PathBuf>,
+    /// stdin of the workload ([`Stdio::Capture`] is refused).
+    pub stdin: Stdio,
+    /// stdout of the workload.
+    pub stdout: Stdio,
+    /// stderr of the workload.
+    pub stderr: Stdio,
+    /// Largest closure result accepted, in bytes of its postcard encoding.
+    pub max_result_bytes: usize,
+    /// Largest captured stdout/stderr kept, each; the rest is read and discarded.
+    pub max_output_bytes: usize,
+    /// Receives each [`ViolationInfo`] the context produced.
+    pub on_violation: Option<ViolationCallback>,
+}
+
+impl std::fmt::Debug for ProcessConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessConfig")
+            .field("namespaces", &self.namespaces)
+            .field("root_maps_to", &self.root_maps_to)
+            .field("hostname", &self.hostname)
+            .field("env", &self.env)
+            .field("cwd", &self.cwd)
+            .field("limits", &self.limits)
+            .field("read_only_root", &self.read_only_root)
+            .field("tmpfs", &self.tmpfs)
+            .field("mount_proc", &self.mount_proc)
+            .field("binds", &self.binds)
+            .field("no_new_privs", &self.no_new_privs)
+            .field("drop_caps", &self.drop_caps)
+            .field("keep_caps", &self.keep_caps)
+            .field("seccomp", &self.seccomp)
+            .field("cgroup", &self.cgroup)
+            .field("cgroup_parent", &self.cgroup_parent)
+            .field("stdio", &(self.stdin, self.stdout, self.stderr))
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("on_violation", &self.on_violation.is_some())
+            .finish()
+    }
+}
+
+/// Size of the default private `/tmp`: 64 MiB.
+pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            namespaces: Namespaces::all(),
+            root_maps_to: None,
+            hostname: None,
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            limits: Limits::default(),
+            read_only_root: true,
+            tmpfs: vec![TmpfsMount {
+                target: PathBuf::from("/tmp"),
+                size: DEFAULT_TMP_SIZE,
+            }],
+            mount_proc: true,
+            binds: Vec::new(),
+            no_new_privs: true,
+            drop_caps: true,
+            keep_caps: Vec::new(),
+            seccomp: crate::seccomp::Profile::Default,
+            cgroup: CgroupUse::Auto,
+            cgroup_parent: None,
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            max_result_bytes: 16 << 20,
+            max_output_bytes: 1 << 20,
+            on_violation: None,
+        }
+    }
+}
+
+impl ProcessConfig {
+    /// The strict default (see the type's docs).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only these namespaces.
+    pub fn namespaces(mut self, ns: Namespaces) -> Self {
+        self.namespaces = ns;
+        if !ns.contains(Namespaces::MOUNT) {
+            self.read_only_root = false;
+            self.tmpfs.clear();
+            self.mount_proc = false;
+        }
+        if !ns.contains(Namespaces::PID) {
+            self.mount_proc = false;
+        }
+        self
+    }
+
+    /// Network none (a new network namespace with `lo` up) or host.
+    pub fn network(mut self, net: Network) -> Self {
+        self.namespaces.set(Namespaces::NET, net == Network::None);
+        self
+    }
+
+    /// Maps root inside to `(uid, gid)` outside.
+    pub fn root_maps_to(mut self, uid: u32, gid: u32) -> Self {
+        self.root_maps_to = Some((uid, gid));
+        self
+    }
+
+    /// Sets the hostname.
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.hostname = Some(name.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = dir.into();
+        self
+    }
+
+    /// Sets `memory.max`.
+    pub fn memory_max(mut self, bytes: u64) -> Self {
+        self.limits.memory_max = Some(bytes);
+        self
+    }
+
+    /// Sets `pids.max`.
+    pub fn pids_max(mut self, n: u64) -> Self {
+        self.limits.pids_max = Some(n);
+        self
+    }
+
+    /// Sets the wall-clock limit.
+    pub fn wall_time(mut self, d: Duration) -> Self {
+        self.limits.wall_time = Some(d);
+        self
+    }
+
+    /// Sets the CPU-time limit.
+    pub fn cpu_time(mut self, d: Duration) -> Self {
+        self.limits.cpu_time = Some(d);
+        self
+    }
+
+    /// Adds a resource limit.
+    pub fn rlimit(mut self, resource: Resource, soft: u64, hard: u64) -> Self {
+        self.limits.rlimits.push(RlimitSetting {
+            resource,
+            soft,
+            hard,
+        });
+        self
+    }
+
+    /// Allows the `RLIMIT_AS` fallback for `memory_max` without cgroup v2.
+    pub fn memory_fallback(mut self, f: MemoryFallback) -> Self {
+        self.limits.memory_fallback = f;
+        self
+    }
+
+    /// Keeps or drops the read-only root.
+    pub fn read_only_root(mut self, ro: bool) -> Self {
+        self.read_only_root = ro;
+        self
+    }
+
+    /// Replaces the private tmpfs mounts with one at `target` of `size` bytes.
+    pub fn tmpfs(mut self, target: impl Into<PathBuf>, size: u64) -> Self {
+        self.tmpfs = vec![TmpfsMount {
+            target: target.into(),
+            size,
+        }];
+        self
+    }
+
+    /// Adds a bind mount.
+    pub fn bind(
+        mut self,
+        source: impl Into<PathBuf>,
+        target: impl Into<PathBuf>,
+        writable: bool,
+    ) -> Self {
+        self.binds.push(BindMount {
+            source: source.into(),
+            target: target.into(),
+            writable,
+        });
+        self
+    }
+
+    /// Sets the seccomp profile.
+    pub fn seccomp(mut self, p: crate::seccomp::Profile) -> Self {
+        self.seccomp = p;
+        self
+    }
+
+    /// Sets the cgroup use.
+    pub fn cgroup(mut self, c: CgroupUse) -> Self {
+        self.cgroup = c;
+        self
+    }
+
+    /// Sets the cgroup under which nebula's root lives.
+    pub fn cgroup_parent(mut self, p: impl Into<PathBuf>) -> Self {
+        self.cgroup_parent = Some(p.into());
+        self
+    }
+
+    /// Sets stdout and stderr.
+    pub fn output(mut self, stdout: Stdio, stderr: Stdio) -> Self {
+        self.stdout = stdout;
+        self.stderr = stderr;
+        self
+    }
+
+    /// Sets the violation callback.
+    pub fn on_violation(mut self, f: impl Fn(&ViolationInfo) + Send + Sync + 'static) -> Self {
+        self.on_violation = Some(Arc::new(f));
+        self
+    }
+}

@@ -1,0 +1,1448 @@
+//! Process contexts (`SecurityLevel::Medium`): a child process in its own namespaces and
+//! cgroup v2 leaf, with rlimits, a wall-clock and a CPU-time limit, a read-only root, a
+//! private `/tmp`, a fresh `/proc`, network none, and a minimal pid 1 that reaps orphans.
+//!
+//! # Overview
+//!
+//! ```text
+//!  supervisor (this process)                     the context
+//!  ─────────────────────────                     ───────────
+//!  ProcessIsolation::new(config)                 (validated against features(): a limit that
+//!    └ CgroupRoot <cgroup2>/<own cgroup>/nebula   cannot be enforced here is an error)
+//!  run_command / run_closure
+//!    ├ Leaf ctx-<pid>-<n>: memory.max, ...
+//!    ├ clone3(CLONE_NEW*, CLONE_INTO_CGROUP, ──▶ pid 1 ─ PDEATHSIG=SIGKILL, waits for 'G'
+//!    │        CLONE_PIDFD)                        │   setresuid(0), hostname, mounts, lo up
+//!    ├ uid_map/gid_map, then 'G' on the pipe ──▶  ├── workload: rlimits, privileges, exec
+//!    ├ poll(pidfd, pipes) until exit/timeout       └ reaps orphans; reports the workload's
+//!    │   timeout: cgroup.kill (or SIGKILL pid 1)     wait status, exits (the kernel kills
+//!    ├ wait4: status + rusage                        what is left in the namespace)
+//!    └ memory.events, pids.events, memory.peak, cpu.stat → Outcome; Leaf removed
+//! ```
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use nebula_memory::isolation::process::{Command, ProcessConfig, ProcessIsolation, Stdio};
+//!
+//! # fn main() -> Result<(), nebula_memory::IsolationError> {
+//! let iso = ProcessIsolation::new(
+//!     ProcessConfig::new()
+//!         .hostname("sandbox")
+//!         .wall_time(Duration::from_secs(5))
+//!         .output(Stdio::Capture, Stdio::Inherit),
+//! )?;
+//! let out = iso.run_command(&Command::new("/bin/hostname"))?;
+//! assert_eq!(out.stdout_text().trim(), "sandbox");
+//!
+//! let r = iso.run_closure(|| (1..=10u64).product::<u64>())?;
+//! assert_eq!(r.result, Ok(3_628_800));
+//! # Ok(()) }
+//! ```
+//!
+//! # Two ways in, and why they spawn differently
+//!
+//! * **Commands** ([`ProcessIsolation::run_command`]) are spawned with `clone3` straight into
+//!   the new namespaces and the cgroup leaf (`CLONE_INTO_CGROUP`; `clone` without the cgroup
+//!   only on `ENOSYS`, then `cgroup.procs` before the child is released). After a raw clone in a
+//!   multi-threaded supervisor the child may only make async-signal-safe calls until `execve`
+//!   (glibc's atfork handlers do not run, so malloc may be locked). So everything is prepared
+//!   before cloning (C strings, `argv`/`envp`, mount steps, rlimits) and the child side lives
+//!   in `sys::clone` as raw system calls on that plan; the uid/gid maps are written by the
+//!   supervisor while the child waits on a pipe.
+//! * **Closures** ([`ProcessIsolation::run_closure`]) need arbitrary Rust code in the child, so
+//!   they use glibc's `fork()`, whose atfork handlers reset malloc and stdio in the child; the
+//!   child is moved into the cgroup leaf (`cgroup.procs`) before it does anything, then
+//!   `unshare`s the namespaces, waits for its maps, and forks again for pid 1 (a new pid
+//!   namespace applies to the *next* child). The result comes back deep-copied: postcard over
+//!   a pipe, length-prefixed, bounded by [`ProcessConfig::max_result_bytes`]; a panic comes back
+//!   as [`ClosureError::Panicked`], a crash as [`ClosureError::Died`]. The restriction: locks
+//!   that *other* threads of the supervisor held at the fork stay held in the child, so a
+//!   closure must not wait on locks shared with other threads (it would deadlock until the
+//!   wall-clock limit kills it). It costs one more process than the exec path.
+//!
+//! # Limits and what happens without cgroup v2
+//!
+//! `memory.max`, `memory.high`, `memory.swap.max`, `cpu.max`, `io.max` and `pids.max` are
+//! written into the context's leaf when [`crate::features`] reports cgroup v2 (nebula's root
+//! goes under the cgroup2 mount and the supervisor's own cgroup). Without it each of them is an
+//! [`ProcessError::Unsupported`] error naming the probe's reason, except `memory.max` when the
+//! caller asked for [`MemoryFallback::RlimitAs`], which the outcome then reports as
+//! [`MemoryEnforcement::RlimitAs`]. The wall-clock limit kills with `cgroup.kill` (or `SIGKILL`
+//! to the context's pid 1, which takes the pid namespace with it); the CPU-time limit is
+//! `RLIMIT_CPU` on the workload plus, with a cgroup, `cpu.stat` of the whole context.
+//!
+//! An OOM kill is told from any other `SIGKILL` by `memory.events oom_kill`, read before the
+//! leaf is removed; OOM, pids-limit, seccomp (`SIGSYS`) and time-limit events are also
+//! returned as [`ViolationInfo`]s and passed to [`ProcessConfig::on_violation`].
+//!
+//! # Lifetime
+//!
+//! The context never outlives its supervisor: its top process has `PR_SET_PDEATHSIG=SIGKILL`
+//! (checked against `getppid()` and the sync pipe's EOF, so a supervisor that died before the
+//! signal was set is noticed too), and killing pid 1 kills the whole pid namespace. The death
+//! signal follows the *thread* that spawned: keep the spawning thread alive until the context
+//! ended. Dropping a [`Running`] kills and reaps the context; its leaf is removed.
+//!
+//! # Privileges
+//!
+//! The workload's last step before `execve` (or the closure) is the privilege step, in
+//! DESIGN.md's order: the capability drop ([`crate::caps::CapsPlan`], built in
+//! [`ProcessIsolation::new`]: bounding set, permitted/effective/inheritable, ambient,
+//! `no_new_privs`), then the seccomp filter ([`crate::seccomp::CompiledFilter`], compiled in
+//! [`ProcessIsolation::new`], installed on the single-threaded workload). Both are applied by
+//! allocation-free child-side calls. pid 1 keeps its privileges in the user namespace (it only
+//! waits) but is non-dumpable, so the workload cannot ptrace it.
+
+mod child;
+mod config;
+mod outcome;
+
+pub use config::{
+    BindMount, CgroupUse, DEFAULT_TMP_SIZE, Limits, MemoryFallback, Namespaces, Network,
+    ProcessConfig, RLIM_INFINITY, Resource, RlimitSetting, Stdio, TmpfsMount, ViolationCallback,
+};
+pub use outcome::{ClosureError, ExitStatus, MemoryEnforcement, Outcome, ProcessError};
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+use rustix::pipe::PipeFlags;
+use rustix::process::{Pid, PidfdFlags, Signal};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cgroup::{CgroupRoot, Controller, Leaf, Limit};
+use crate::sys::clone::{
+    self as sc, CStringArray, ExecPlan, Privileges, Prologue, Report, SetupPlan, Step, WorkloadPlan,
+};
+use crate::sys::mount::MountStep;
+use crate::sys::rlimit;
+use crate::violation::{ViolationInfo, ViolationKind};
+
+/// How long the supervisor waits for a closure child's start-up handshake.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the cgroup's `cpu.stat` is checked against a CPU-time limit.
+const CPU_CHECK: Duration = Duration::from_millis(50);
+/// How long teardown waits for a killed leaf to empty.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// A command to run in a context: a program and its arguments. No shell; a program name
+/// without `/` is looked up on the supervisor's `PATH`, in the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    program: OsString,
+    args: Vec<OsString>,
+}
+
+impl Command {
+    /// A command running `program` with no arguments (`argv[0]` is `program`).
+    pub fn new(program: impl Into<OsString>) -> Command {
+        Command {
+            program: program.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, a: impl Into<OsString>) -> Command {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Command {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    fn resolve(&self) -> Result<PathBuf, ProcessError> {
+        let p = Path::new(&self.program);
+        if self.program.as_bytes().contains(&b'/') {
+            return Ok(p.to_owned());
+        }
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|d| d.join(p))
+            .find(|c| rustix::fs::access(c, rustix::fs::Access::EXEC_OK).is_ok() && c.is_file())
+            .ok_or_else(|| ProcessError::ProgramNotFound {
+                program: self.program.to_string_lossy().into_owned(),
+            })
+    }
+}
+
+/// A closure's result and the context's outcome.
+#[derive(Debug)]
+pub struct ClosureOutcome<T> {
+    /// The value, deep-copied out of the child, or why there is none.
+    pub result: Result<T, ClosureError>,
+    /// How the context ended.
+    pub outcome: Outcome,
+}
+
+/// Process contexts with one configuration: validated once against what the host offers,
+/// then any number of contexts run with [`ProcessIsolation::run_command`],
+/// [`ProcessIsolation::spawn_command`] or [`ProcessIsolation::run_closure`].
+#[derive(Debug)]
+pub struct ProcessIsolation {
+    config: ProcessConfig,
+    root: Option<CgroupRoot>,
+    rlimits: Vec<rlimit::RlimitSetting>,
+    memory: MemoryEnforcement,
+    uid_map: String,
+    gid_map: String,
+    deny_setgroups: bool,
+    mounts: Vec<MountStep>,
+    cwd: CString,
+    hostname: Option<Vec<u8>>,
+    caps: Option<crate::caps::CapsPlan>,
+    filter: Option<crate::seccomp::CompiledFilter>,
+}
+
+fn cstring(what: &str, s: &OsStr) -> Result<CString, ProcessError> {
+    CString::new(s.as_bytes())
+        .map_err(|_| ProcessError::InvalidConfig(format!("{what} {s:?} contains a NUL byte")))
+}
+
+fn unsupported(feature: &'static str, why: &str) -> ProcessError {
+    ProcessError::Unsupported {
+        feature,
+        reason: why.to_owned(),
+    }
+}
+
+impl ProcessIsolation {
+    /// Validates `config` against [`crate::features`] and opens nebula's cgroup root when
+    /// cgroups are used.
+    ///
+    /// # Errors
+    ///
+    /// * [`ProcessError::Unsupported`] for a limit this host cannot enforce (a cgroup limit
+    ///   without cgroup v2 or its controller; the memory limit unless
+    ///   [`MemoryFallback::RlimitAs`] was asked for), or user namespaces that do not work;
+    /// * [`ProcessError::InvalidConfig`] for contradictions (a hostname without the UTS
+    ///   namespace, mounts without the mount namespace, captured stdin, NUL bytes);
+    /// * [`ProcessError::OpenCgroupRoot`] when nebula's root cannot be created or its
+    ///   controllers enabled (e.g. the supervisor's own cgroup holds processes).
+    pub fn new(config: ProcessConfig) -> Result<ProcessIsolation, ProcessError> {
+        let f = crate::features();
+        let ns = config.namespaces;
+        if ns.contains(Namespaces::USER) && !f.user_namespaces.available {
+            return Err(unsupported(
+                "user namespaces",
+                f.user_namespaces.reason.as_deref().unwrap_or("unavailable"),
+            ));
+        }
+        if config.stdin == Stdio::Capture {
+            return Err(ProcessError::InvalidConfig(
+                "stdin cannot be captured (use Inherit or Null)".into(),
+            ));
+        }
+        if config.hostname.is_some() && !ns.contains(Namespaces::UTS) {
+            return Err(ProcessError::InvalidConfig(
+                "a hostname needs the UTS namespace".into(),
+            ));
+        }
+        let wants_mounts = config.read_only_root
+            || !config.tmpfs.is_empty()
+            || config.mount_proc
+            || !config.binds.is_empty();
+        if wants_mounts && !ns.contains(Namespaces::MOUNT) {
+            return Err(ProcessError::InvalidConfig(
+                "a read-only root, tmpfs, /proc or bind mounts need the mount namespace".into(),
+            ));
+        }
+        if config.mount_proc && !ns.contains(Namespaces::PID) {
+            return Err(ProcessError::InvalidConfig(
+                "a fresh /proc needs the pid namespace (set mount_proc = false)".into(),
+            ));
+        }
+
+        // cgroups: decide, then check every limit that needs them.
+        let cg = &f.cgroup_v2;
+        let cg_reason = match config.cgroup {
+            CgroupUse::Off => Some(
+                "cgroups are switched off in this context's configuration (CgroupUse::Off)"
+                    .to_owned(),
+            ),
+            _ if !cg.available => Some(
+                cg.reason
+                    .clone()
+                    .unwrap_or_else(|| "cgroup v2 is not available".into()),
+            ),
+            _ => None,
+        };
+        if config.cgroup == CgroupUse::Required
+            && let Some(r) = &cg_reason
+        {
+            return Err(unsupported("cgroup v2", r));
+        }
+        let lim = &config.limits;
+        let mut rlimits = Vec::new();
+        let mut memory = MemoryEnforcement::None;
+        let controller_ok = |c: Controller| {
+            cg_reason.is_none() && cg.controllers.get(c.name()).is_some_and(|a| a.available)
+        };
+        let controller_why = |c: Controller| -> String {
+            cg_reason.clone().unwrap_or_else(|| {
+                cg.controllers
+                    .get(c.name())
+                    .and_then(|a| a.reason.clone())
+                    .unwrap_or_else(|| format!("the {c} controller is not available"))
+            })
+        };
+        if let Some(max) = lim.memory_max {
+            if controller_ok(Controller::Memory) {
+                memory = MemoryEnforcement::Cgroup;
+            } else if lim.memory_fallback == MemoryFallback::RlimitAs {
+                memory = MemoryEnforcement::RlimitAs;
+                rlimits.push(rlimit::RlimitSetting {
+                    resource: Resource::As,
+                    soft: max,
+                    hard: max,
+                });
+            } else {
+                return Err(ProcessError::Unsupported {
+                    feature: "cgroup v2 memory controller",
+                    reason: format!(
+                        "{}; Hint: MemoryFallback::RlimitAs limits each process's address space instead",
+                        controller_why(Controller::Memory)
+                    ),
+                });
+            }
+        }
+        let needs: [(bool, Controller, &'static str); 5] = [
+            (
+                lim.memory_high.is_some(),
+                Controller::Memory,
+                "memory.high (cgroup v2 memory controller)",
+            ),
+            (
+                lim.memory_swap_max.is_some(),
+                Controller::Memory,
+                "memory.swap.max (cgroup v2 memory controller)",
+            ),
+            (
+                lim.cpu_max.is_some(),
+                Controller::Cpu,
+                "cpu.max (cgroup v2 cpu controller)",
+            ),
+            (
+                !lim.io_max.is_empty(),
+                Controller::Io,
+                "io.max (cgroup v2 io controller)",
+            ),
+            (
+                lim.pids_max.is_some(),
+                Controller::Pids,
+                "pids.max (cgroup v2 pids controller)",
+            ),
+        ];
+        for (asked, c, feature) in needs {
+            if asked && !controller_ok(c) {
+                return Err(unsupported(feature, &controller_why(c)));
+            }
+        }
+        rlimits.extend(lim.rlimits.iter().copied());
+        if let Some(cpu) = lim.cpu_time {
+            let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
+            let secs = secs.max(1);
+            rlimits.push(rlimit::RlimitSetting {
+                resource: Resource::Cpu,
+                soft: secs,
+                hard: secs + 1,
+            });
+        }
+        let root = if cg_reason.is_none() {
+            let parent = match &config.cgroup_parent {
+                Some(p) => p.clone(),
+                None => {
+                    let mount = cg.mount.clone().unwrap_or_else(|| "/sys/fs/cgroup".into());
+                    let own = cg
+                        .own_cgroup
+                        .as_deref()
+                        .unwrap_or("/")
+                        .trim_start_matches('/');
+                    if own.is_empty() {
+                        mount
+                    } else {
+                        mount.join(own)
+                    }
+                }
+            };
+            let controllers: Vec<Controller> = Controller::ALL
+                .into_iter()
+                .filter(|c| controller_ok(*c))
+                .collect();
+            Some(
+                CgroupRoot::open(&parent, "nebula", &controllers)
+                    .map_err(|source| ProcessError::OpenCgroupRoot { parent, source })?,
+            )
+        } else {
+            None
+        };
+
+        // Identity.
+        let (uid, gid) = config.root_maps_to.unwrap_or_else(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        });
+        let caller_root = rustix::process::geteuid().is_root();
+
+        // Mounts, prepared as C strings.
+        let mut mounts = Vec::new();
+        if ns.contains(Namespaces::MOUNT) {
+            mounts.push(MountStep::MakePrivate);
+            if config.read_only_root {
+                mounts.push(MountStep::ReadOnlyRoot);
+            }
+            for b in &config.binds {
+                mounts.push(MountStep::Bind {
+                    source: cstring("bind source", b.source.as_os_str())?,
+                    target: cstring("bind target", b.target.as_os_str())?,
+                    read_only: !b.writable,
+                });
+            }
+            for t in &config.tmpfs {
+                mounts.push(MountStep::Tmpfs {
+                    target: cstring("tmpfs target", t.target.as_os_str())?,
+                    options: CString::new(format!("size={},mode=1777", t.size))
+                        .expect("no NUL in digits"),
+                });
+            }
+            if config.mount_proc {
+                mounts.push(MountStep::Proc {
+                    target: c"/proc".into(),
+                });
+            }
+        }
+        let cwd = cstring("cwd", config.cwd.as_os_str())?;
+        let hostname = config.hostname.as_ref().map(|h| h.as_bytes().to_vec());
+        let caps = if config.drop_caps {
+            let mut b = crate::caps::CapsPlan::drop_all();
+            for c in &config.keep_caps {
+                b = b.keep(*c);
+            }
+            Some(b.build().map_err(|e| ProcessError::Privileges {
+                what: "capability plan",
+                source: Box::new(e),
+            })?)
+        } else {
+            None
+        };
+        let filter = match config.seccomp {
+            crate::seccomp::Profile::None => None,
+            p => Some(p.compile().map_err(|e| match e {
+                crate::seccomp::SeccompError::Unsupported { reason } => ProcessError::Unsupported {
+                    feature: "seccomp",
+                    reason,
+                },
+                other => ProcessError::Privileges {
+                    what: "seccomp profile",
+                    source: Box::new(other),
+                },
+            })?),
+        };
+        Ok(ProcessIsolation {
+            root,
+            rlimits,
+            memory,
+            uid_map: format!("0 {uid} 1\n"),
+            gid_map: format!("0 {gid} 1\n"),
+            deny_setgroups: !caller_root,
+            mounts,
+            cwd,
+            hostname,
+            caps,
+            filter,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProcessConfig {
+        &self.config
+    }
+
+    /// nebula's cgroup root, when cgroups are used.
+    pub fn cgroup_root(&self) -> Option<&CgroupRoot> {
+        self.root.as_ref()
+    }
+
+    /// How a memory limit is enforced by this configuration.
+    pub fn memory_enforcement(&self) -> MemoryEnforcement {
+        self.memory
+    }
+
+    /// Runs `cmd` in a new context and waits for it to end (or be killed at a limit).
+    ///
+    /// # Errors
+    ///
+    /// As [`ProcessIsolation::spawn_command`] and [`Running::wait`]. A workload that fails or
+    /// is killed is not an error: the [`Outcome`] says what happened.
+    pub fn run_command(&self, cmd: &Command) -> Result<Outcome, ProcessError> {
+        self.spawn_command(cmd)?.wait()
+    }
+
+    /// Starts `cmd` in a new context and returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::ProgramNotFound`], [`ProcessError::Cgroup`] (leaf creation, limits),
+    /// [`ProcessError::CreateFd`], [`ProcessError::Spawn`], [`ProcessError::WriteIdMap`],
+    /// [`ProcessError::Handshake`]. Errors of the child's own start-up steps (a mount, the
+    /// `execve`) are reported by [`Running::wait`] as [`ProcessError::Setup`].
+    pub fn spawn_command(&self, cmd: &Command) -> Result<Running<'_>, ProcessError> {
+        let program = cmd.resolve()?;
+        let program_c = cstring("program", program.as_os_str())?;
+        let mut argv = vec![cstring("argument", &cmd.program)?];
+        for a in &cmd.args {
+            argv.push(cstring("argument", a)?);
+        }
+        let mut envp = Vec::new();
+        for (k, v) in &self.config.env {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            envp.push(cstring("environment entry", &kv)?);
+        }
+        let argv = CStringArray::new(argv);
+        let envp = CStringArray::new(envp);
+
+        let leaf = self.create_leaf()?;
+        let fds = Fds::new(&self.config, false)?;
+        let ns = self.config.namespaces;
+        let spawned = {
+            let plan = ExecPlan {
+                prologue: fds.prologue(if ns.contains(Namespaces::PID) {
+                    None
+                } else {
+                    Some(rustix::process::getpid().as_raw_pid())
+                }),
+                setup: self.setup_plan(),
+                pid1: ns.contains(Namespaces::PID),
+                workload: self.workload_plan(&fds),
+                program: program_c,
+                argv,
+                envp,
+            };
+            sc::spawn_exec(&plan, ns.bits(), leaf.as_ref().map(Leaf::dir_fd)).map_err(|source| {
+                ProcessError::Spawn {
+                    namespaces: ns_names(ns),
+                    source,
+                }
+            })?
+        };
+        let parent = fds.into_parent();
+        let mut running = Running::new(self, spawned.pid, spawned.pidfd, leaf, parent);
+        if !spawned.in_cgroup
+            && let Some(l) = &running.leaf
+        {
+            l.add_process(pid_of(running.pid))
+                .map_err(|source| ProcessError::Cgroup {
+                    operation: "cgroup.procs write (clone fallback)",
+                    source,
+                })?;
+        }
+        if ns.contains(Namespaces::USER) {
+            self.write_id_maps(running.pid)?;
+        }
+        running.release(sc::GO)?;
+        Ok(running)
+    }
+
+    /// Runs `f` in a new context and returns its result, deep-copied (postcard) out of the
+    /// child, with the context's outcome. See the module docs for how the child is created and
+    /// the restriction that follows (no waiting on locks that other supervisor threads hold).
+    ///
+    /// # Errors
+    ///
+    /// As [`ProcessIsolation::spawn_command`]; a panic, a crash or an oversized result is not
+    /// an error but a [`ClosureError`] in [`ClosureOutcome::result`].
+    pub fn run_closure<T, F>(&self, f: F) -> Result<ClosureOutcome<T>, ProcessError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> T,
+    {
+        let leaf = self.create_leaf()?;
+        let fds = Fds::new(&self.config, true)?;
+        let me = rustix::process::getpid().as_raw_pid();
+        let pid = match sc::fork() {
+            Ok(None) => child::closure_child(self, &fds, me, f),
+            Ok(Some(pid)) => pid,
+            Err(source) => {
+                return Err(ProcessError::Spawn {
+                    namespaces: ns_names(self.config.namespaces),
+                    source,
+                });
+            }
+        };
+        let pidfd = rustix::process::pidfd_open(pid_of(pid), PidfdFlags::empty());
+        let parent = fds.into_parent();
+        let pidfd = match pidfd {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = rustix::process::kill_process(pid_of(pid), Signal::KILL);
+                let _ = sc::wait4(pid);
+                return Err(ProcessError::Supervise {
+                    operation: "pidfd_open",
+                    source: e.into(),
+                });
+            }
+        };
+        let mut running = Running::new(self, pid, pidfd, leaf, parent);
+        if let Some(l) = &running.leaf {
+            l.add_process(pid_of(pid))
+                .map_err(|source| ProcessError::Cgroup {
+                    operation: "cgroup.procs write",
+                    source,
+                })?;
+        }
+        running.release(sc::PLACED)?;
+        if self.config.namespaces.contains(Namespaces::USER) {
+            running.await_unshared()?;
+            self.write_id_maps(pid)?;
+        }
+        running.release(sc::GO)?;
+        let (outcome, bytes, overflow) = running.finish()?;
+        let limit = self.config.max_result_bytes;
+        let result = decode_result::<T>(&bytes, overflow, limit, outcome.status);
+        Ok(ClosureOutcome { result, outcome })
+    }
+
+    fn create_leaf(&self) -> Result<Option<Leaf>, ProcessError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let Some(root) = &self.root else {
+            return Ok(None);
+        };
+        let name = format!(
+            "ctx-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let leaf = root
+            .create_leaf(&name)
+            .map_err(|source| ProcessError::Cgroup {
+                operation: "leaf creation",
+                source,
+            })?;
+        let l = &self.config.limits;
+        let set = |op: &'static str, r: Result<(), crate::cgroup::CgroupError>| {
+            r.map_err(|source| ProcessError::Cgroup {
+                operation: op,
+                source,
+            })
+        };
+        if self.memory == MemoryEnforcement::Cgroup
+            && let Some(m) = l.memory_max
+        {
+            set("memory.max write", leaf.set_memory_max(Limit::Value(m)))?;
+            // The whole context is one unit: an OOM kill takes all of it.
+            set("memory.oom.group write", leaf.set_memory_oom_group(true))?;
+        }
+        if let Some(m) = l.memory_high {
+            set("memory.high write", leaf.set_memory_high(Limit::Value(m)))?;
+        }
+        if let Some(m) = l.memory_swap_max {
+            set(
+                "memory.swap.max write",
+                leaf.set_memory_swap_max(Limit::Value(m)),
+            )?;
+        }
+        if let Some(c) = l.cpu_max {
+            set("cpu.max write", leaf.set_cpu_max(c))?;
+        }
+        for io in &l.io_max {
+            set("io.max write", leaf.set_io_max(io))?;
+        }
+        if let Some(p) = l.pids_max {
+            set("pids.max write", leaf.set_pids_max(Limit::Value(p)))?;
+        }
+        Ok(Some(leaf))
+    }
+
+    fn setup_plan(&self) -> SetupPlan {
+        let ns = self.config.namespaces;
+        SetupPlan {
+            become_root: ns.contains(Namespaces::USER),
+            drop_groups: ns.contains(Namespaces::USER) && !self.deny_setgroups,
+            hostname: self.hostname.clone(),
+            mounts: self.mounts.clone(),
+            loopback: ns.contains(Namespaces::NET),
+        }
+    }
+
+    fn workload_plan<'a>(&'a self, fds: &'a Fds) -> WorkloadPlan<'a> {
+        WorkloadPlan {
+            stdio: fds.child_stdio(),
+            rlimits: self.rlimits.clone(),
+            privileges: Privileges {
+                no_new_privs: self.config.no_new_privs,
+                caps: self.caps.as_ref(),
+                seccomp: self.filter.as_ref(),
+            },
+            cwd: self.cwd.clone(),
+        }
+    }
+
+    fn write_id_maps(&self, pid: i32) -> Result<(), ProcessError> {
+        let write = |file: &str, content: &str| {
+            let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| io::Write::write_all(&mut f, content.as_bytes()))
+                .map_err(|source| ProcessError::WriteIdMap {
+                    path,
+                    content: content.to_owned(),
+                    source,
+                })
+        };
+        write("uid_map", &self.uid_map)?;
+        if self.deny_setgroups {
+            write("setgroups", "deny")?;
+        }
+        write("gid_map", &self.gid_map)
+    }
+}
+
+fn pid_of(raw: i32) -> Pid {
+    Pid::from_raw(raw).expect("a child's pid is positive")
+}
+
+fn ns_names(ns: Namespaces) -> String {
+    let names: Vec<&str> = ns.iter_names().map(|(n, _)| n).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("|")
+    }
+}
+
+/// The pipes between supervisor and child. Parent ends are read ends (non-blocking) except
+/// the sync pipe's write end; child ends are blocking.
+pub(super) struct Fds {
+    sync_rd: OwnedFd,
+    sync_wr: OwnedFd,
+    rep_rd: OwnedFd,
+    rep_wr: OwnedFd,
+    out: Option<(OwnedFd, OwnedFd)>,
+    err: Option<(OwnedFd, OwnedFd)>,
+    null: Option<OwnedFd>,
+    result: Option<(OwnedFd, OwnedFd)>,
+    stdio: [Stdio; 3],
+}
+
+/// The supervisor's ends, after the child was created.
+struct ParentFds {
+    sync_wr: Option<OwnedFd>,
+    rep_rd: OwnedFd,
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    result: Option<OwnedFd>,
+}
+
+fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
+    let (r, w) =
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| ProcessError::CreateFd {
+            what,
+            source: e.into(),
+        })?;
+    rustix::fs::fcntl_setfl(&r, OFlags::NONBLOCK).map_err(|e| ProcessError::CreateFd {
+        what,
+        source: e.into(),
+    })?;
+    Ok((r, w))
+}
+
+impl Fds {
+    fn new(config: &ProcessConfig, closure: bool) -> Result<Fds, ProcessError> {
+        let (sync_rd, sync_wr) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| ProcessError::CreateFd {
+                what: "sync pipe",
+                source: e.into(),
+            })?;
+        let (rep_rd, rep_wr) = pipe("report pipe")?;
+        let cap = |s: Stdio, what| -> Result<_, ProcessError> {
+            if s == Stdio::Capture {
+                pipe(what).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let out = cap(config.stdout, "stdout pipe")?;
+        let err = cap(config.stderr, "stderr pipe")?;
+        let stdio = [config.stdin, config.stdout, config.stderr];
+        let null = if stdio.contains(&Stdio::Null) {
+            Some(
+                rustix::fs::open(
+                    "/dev/null",
+                    OFlags::RDWR | OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| ProcessError::CreateFd {
+                    what: "/dev/null",
+                    source: e.into(),
+                })?,
+            )
+        } else {
+            None
+        };
+        let result = if closure {
+            Some(pipe("result pipe")?)
+        } else {
+            None
+        };
+        Ok(Fds {
+            sync_rd,
+            sync_wr,
+            rep_rd,
+            rep_wr,
+            out,
+            err,
+            null,
+            result,
+            stdio,
+        })
+    }
+
+    fn prologue(&self, parent_pid: Option<i32>) -> Prologue<'_> {
+        let mut close = vec![self.sync_wr.as_fd(), self.rep_rd.as_fd()];
+        for p in [&self.out, &self.err, &self.result].into_iter().flatten() {
+            close.push(p.0.as_fd());
+        }
+        Prologue {
+            sync: self.sync_rd.as_fd(),
+            report: self.rep_wr.as_fd(),
+            parent_pid,
+            close,
+        }
+    }
+
+    fn child_stdio(&self) -> [Option<BorrowedFd<'_>>; 3] {
+        let pick = |i: usize| -> Option<BorrowedFd<'_>> {
+            match self.stdio[i] {
+                Stdio::Inherit => None,
+                Stdio::Null => self.null.as_ref().map(|f| f.as_fd()),
+                Stdio::Capture => match i {
+                    1 => self.out.as_ref().map(|p| p.1.as_fd()),
+                    2 => self.err.as_ref().map(|p| p.1.as_fd()),
+                    _ => None,
+                },
+            }
+        };
+        [pick(0), pick(1), pick(2)]
+    }
+
+    fn result_wr(&self) -> Option<BorrowedFd<'_>> {
+        self.result.as_ref().map(|p| p.1.as_fd())
+    }
+
+    /// Drops the child's ends (so EOF means "every child end is closed").
+    fn into_parent(self) -> ParentFds {
+        ParentFds {
+            sync_wr: Some(self.sync_wr),
+            rep_rd: self.rep_rd,
+            out: self.out.map(|p| p.0),
+            err: self.err.map(|p| p.0),
+            result: self.result.map(|p| p.0),
+        }
+    }
+}
+
+/// A bounded buffer filled from a non-blocking pipe.
+#[derive(Default)]
+struct Sink {
+    data: Vec<u8>,
+    overflow: u64,
+    eof: bool,
+}
+
+impl Sink {
+    /// Reads what is available; `cap` bounds what is kept.
+    fn fill(&mut self, fd: BorrowedFd<'_>, cap: usize) -> io::Result<()> {
+        let mut buf = [0u8; 16 * 1024];
+        while !self.eof {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    let keep = n.min(cap.saturating_sub(self.data.len()));
+                    self.data.extend_from_slice(&buf[..keep]);
+                    self.overflow += (n - keep) as u64;
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A running process context. [`Running::wait`] supervises it to the end; dropping it kills
+/// and reaps the context and removes its cgroup.
+#[derive(Debug)]
+pub struct Running<'a> {
+    iso: &'a ProcessIsolation,
+    pid: i32,
+    pidfd: OwnedFd,
+    leaf: Option<Leaf>,
+    sync_wr: Option<OwnedFd>,
+    report: OwnedFd,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    result: Option<OwnedFd>,
+    released: Instant,
+    pending: Vec<u8>,
+    reaped: bool,
+}
+
+impl<'a> Running<'a> {
+    fn new(
+        iso: &'a ProcessIsolation,
+        pid: i32,
+        pidfd: OwnedFd,
+        leaf: Option<Leaf>,
+        p: ParentFds,
+    ) -> Running<'a> {
+        Running {
+            iso,
+            pid,
+            pidfd,
+            leaf,
+            sync_wr: p.sync_wr,
+            report: p.rep_rd,
+            stdout: p.out,
+            stderr: p.err,
+            result: p.result,
+            released: Instant::now(),
+            pending: Vec::new(),
+            reaped: false,
+        }
+    }
+
+    /// The context's top process (pid 1 of its pid namespace) in the supervisor's pid
+    /// namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The context's cgroup leaf, when it has one.
+    pub fn cgroup(&self) -> Option<&Leaf> {
+        self.leaf.as_ref()
+    }
+
+    /// Kills the whole context now: `cgroup.kill`, or `SIGKILL` to its pid 1 (which takes
+    /// its pid namespace with it). [`Running::wait`] then reports the kill.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Cgroup`] or [`ProcessError::Supervise`].
+    pub fn kill(&self) -> Result<(), ProcessError> {
+        if let Some(l) = &self.leaf {
+            return l.kill().map_err(|source| ProcessError::Cgroup {
+                operation: "cgroup.kill",
+                source,
+            });
+        }
+        match rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(ProcessError::Supervise {
+                operation: "pidfd_send_signal(SIGKILL)",
+                source: e.into(),
+            }),
+        }
+    }
+
+    fn release(&mut self, byte: u8) -> Result<(), ProcessError> {
+        let fd = self
+            .sync_wr
+            .as_ref()
+            .expect("sync pipe open until released");
+        loop {
+            match rustix::io::write(fd, &[byte]) {
+                Ok(1) => break,
+                Err(Errno::INTR) => {}
+                Ok(_) => unreachable!("a one-byte pipe write is all or nothing"),
+                Err(e) => {
+                    // The child died before it was released: its report says why.
+                    let why = self.early_failure();
+                    return Err(why.unwrap_or(ProcessError::Handshake {
+                        what: "releasing the child".into(),
+                        source: e.into(),
+                    }));
+                }
+            }
+        }
+        if byte == sc::GO {
+            self.sync_wr = None;
+            self.released = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Waits for the closure child's [`Report::Unshared`].
+    fn await_unshared(&mut self) -> Result<(), ProcessError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let mut buf = [0u8; sc::REPORT_LEN];
+            match rustix::io::read(&self.report, &mut buf) {
+                Ok(n) if n == sc::REPORT_LEN => match Report::decode(&buf) {
+                    Some(Report::Unshared) => return Ok(()),
+                    _ => {
+                        self.pending.extend_from_slice(&buf);
+                        return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
+                            what: "unexpected report before the maps were written".into(),
+                            source: io::Error::from_raw_os_error(libc::EPROTO),
+                        }));
+                    }
+                },
+                Ok(0) => {
+                    return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
+                        what: "the child exited before entering its namespaces".into(),
+                        source: io::Error::from_raw_os_error(libc::ECHILD),
+                    }));
+                }
+                Ok(n) => {
+                    return Err(ProcessError::Handshake {
+                        what: format!("short report of {n} bytes"),
+                        source: io::Error::from_raw_os_error(libc::EPROTO),
+                    });
+                }
+                Err(Errno::AGAIN) | Err(Errno::INTR) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ProcessError::Handshake {
+                            what: format!("no answer from the child within {STARTUP_TIMEOUT:?}"),
+                            source: io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                        });
+                    }
+                    poll_fds(&mut [PollFd::new(&self.report, PollFlags::IN)], left)?;
+                }
+                Err(e) => {
+                    return Err(ProcessError::Handshake {
+                        what: "reading the report pipe".into(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// After a failed handshake: kill and reap the child, and turn its report into an error.
+    fn early_failure(&mut self) -> Option<ProcessError> {
+        let _ = self.kill();
+        let _ = sc::wait4(self.pid);
+        self.reaped = true;
+        let mut sink = Sink::default();
+        let _ = sink.fill(self.report.as_fd(), 4096);
+        self.pending.extend_from_slice(&sink.data);
+        setup_error(&self.pending, &self.iso.mounts)
+    }
+
+    /// Supervises the context to its end: enforces the wall-clock and CPU-time limits, reads
+    /// captured output, reaps it, reads the cgroup's reports and removes the cgroup.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Setup`] when a start-up step in the child failed (including `execve`);
+    /// [`ProcessError::Supervise`] when polling or reaping failed; [`ProcessError::Cgroup`]
+    /// when the cgroup's reports cannot be read or it cannot be removed.
+    pub fn wait(self) -> Result<Outcome, ProcessError> {
+        self.finish().map(|(o, _, _)| o)
+    }
+
+    fn finish(mut self) -> Result<(Outcome, Vec<u8>, u64), ProcessError> {
+        let cfg = &self.iso.config;
+        let deadline = cfg.limits.wall_time.map(|d| self.released + d);
+        let cpu_limit = cfg.limits.cpu_time.filter(|_| self.leaf.is_some());
+        let (mut out, mut err, mut res, mut rep) = (
+            Sink::default(),
+            Sink::default(),
+            Sink::default(),
+            Sink::default(),
+        );
+        let (mut timed_out, mut cpu_exceeded, mut killed) = (false, false, false);
+        let result_cap = cfg.max_result_bytes.saturating_add(8);
+        loop {
+            let now = Instant::now();
+            let mut wait = Duration::from_secs(3600);
+            if let Some(d) = deadline
+                && !killed
+            {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
+            if cpu_limit.is_some() && !killed {
+                wait = wait.min(CPU_CHECK);
+            }
+            let exited = {
+                let mut pfds = vec![PollFd::new(&self.pidfd, PollFlags::IN)];
+                if !rep.eof {
+                    pfds.push(PollFd::new(&self.report, PollFlags::IN));
+                }
+                for (fd, sink) in [
+                    (&self.stdout, &out),
+                    (&self.stderr, &err),
+                    (&self.result, &res),
+                ] {
+                    if let Some(fd) = fd
+                        && !sink.eof
+                    {
+                        pfds.push(PollFd::new(fd, PollFlags::IN));
+                    }
+                }
+                poll_fds(&mut pfds, wait)?;
+                pfds[0].revents().contains(PollFlags::IN)
+            };
+            self.drain(&mut rep, &mut out, &mut err, &mut res, result_cap)?;
+            if exited {
+                break;
+            }
+            if !killed && deadline.is_some_and(|d| Instant::now() >= d) {
+                timed_out = true;
+                killed = true;
+                self.kill()?;
+            }
+            if !killed
+                && let (Some(limit), Some(leaf)) = (cpu_limit, &self.leaf)
+                && let Ok(st) = leaf.cpu_stat()
+                && Duration::from_micros(st.usage_usec) >= limit
+            {
+                cpu_exceeded = true;
+                killed = true;
+                self.kill()?;
+            }
+        }
+        let (raw, usage) = sc::wait4(self.pid).map_err(|source| ProcessError::Supervise {
+            operation: "wait4",
+            source,
+        })?;
+        self.reaped = true;
+        let wall_time = self.released.elapsed();
+        self.drain(&mut rep, &mut out, &mut err, &mut res, result_cap)?;
+        self.pending.extend_from_slice(&rep.data);
+        if let Some(e) = setup_error(&self.pending, &self.iso.mounts) {
+            return Err(e);
+        }
+        let workload = self
+            .pending
+            .chunks_exact(sc::REPORT_LEN)
+            .filter_map(|c| Report::decode(c.try_into().expect("chunk of REPORT_LEN")))
+            .find_map(|r| match r {
+                Report::Workload { status } => Some(status),
+                _ => None,
+            });
+        let status = ExitStatus::from_raw(workload.unwrap_or(raw));
+
+        let mut outcome = Outcome {
+            pid: self.pid,
+            status,
+            timed_out,
+            cpu_time_exceeded: cpu_exceeded,
+            oom_killed: false,
+            oom_kills: 0,
+            pids_limit_hits: 0,
+            seccomp_killed: status.signal() == Some(libc::SIGSYS),
+            memory_peak: None,
+            max_rss_bytes: usage.max_rss_bytes,
+            cpu_time: usage.user + usage.system,
+            wall_time,
+            memory_limit: self.iso.memory,
+            cgroup: self.leaf.as_ref().map(|l| l.path().to_owned()),
+            violations: Vec::new(),
+            stdout: out.data,
+            stderr: err.data,
+        };
+        if let Some(leaf) = self.leaf.take() {
+            let cg =
+                |operation: &'static str| move |source| ProcessError::Cgroup { operation, source };
+            let mem = leaf.memory_events().map_err(cg("memory.events read"))?;
+            outcome.oom_kills = mem.oom_kill;
+            outcome.oom_killed = mem.oom_kill > 0;
+            if leaf
+                .controllers()
+                .map_err(cg("cgroup.controllers read"))?
+                .iter()
+                .any(|c| c == "pids")
+            {
+                outcome.pids_limit_hits = leaf.pids_events().map_err(cg("pids.events read"))?.max;
+            }
+            outcome.memory_peak = leaf.memory_peak().map_err(cg("memory.peak read"))?;
+            outcome.cpu_time =
+                Duration::from_micros(leaf.cpu_stat().map_err(cg("cpu.stat read"))?.usage_usec);
+            leaf.kill_and_remove(TEARDOWN_WAIT)
+                .map_err(cg("teardown"))?;
+        }
+        // RLIMIT_CPU ends the workload with SIGXCPU at the soft limit (SIGKILL at the hard
+        // one); a SIGKILL counts only when the CPU time is over the limit and no other cause
+        // (the wall-clock limit, an OOM kill) explains it.
+        if let Some(limit) = cfg.limits.cpu_time
+            && (status.signal() == Some(libc::SIGXCPU)
+                || (status.signal() == Some(libc::SIGKILL)
+                    && !timed_out
+                    && !outcome.oom_killed
+                    && outcome.cpu_time >= limit))
+        {
+            outcome.cpu_time_exceeded = true;
+        }
+        outcome.violations = violations(&outcome, cfg);
+        if let Some(cb) = &cfg.on_violation {
+            for v in &outcome.violations {
+                cb(v);
+            }
+        }
+        Ok((outcome, res.data, res.overflow))
+    }
+
+    fn drain(
+        &self,
+        rep: &mut Sink,
+        out: &mut Sink,
+        err: &mut Sink,
+        res: &mut Sink,
+        result_cap: usize,
+    ) -> Result<(), ProcessError> {
+        let cap = self.iso.config.max_output_bytes;
+        let e = |source| ProcessError::Supervise {
+            operation: "reading the context's pipes",
+            source,
+        };
+        rep.fill(self.report.as_fd(), 1 << 16).map_err(e)?;
+        if let Some(fd) = &self.stdout {
+            out.fill(fd.as_fd(), cap).map_err(e)?;
+        }
+        if let Some(fd) = &self.stderr {
+            err.fill(fd.as_fd(), cap).map_err(e)?;
+        }
+        if let Some(fd) = &self.result {
+            res.fill(fd.as_fd(), result_cap).map_err(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.kill();
+            let _ = sc::wait4(self.pid);
+        }
+        // The leaf (if still here) kills what is left and removes itself on drop.
+    }
+}
+
+fn poll_fds(fds: &mut [PollFd<'_>], wait: Duration) -> Result<(), ProcessError> {
+    let ts = rustix::event::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    match rustix::event::poll(fds, Some(&ts)) {
+        Ok(_) | Err(Errno::INTR) => Ok(()),
+        Err(e) => Err(ProcessError::Supervise {
+            operation: "poll",
+            source: e.into(),
+        }),
+    }
+}
+
+/// The first start-up failure among the reports, as an error.
+fn setup_error(reports: &[u8], mounts: &[MountStep]) -> Option<ProcessError> {
+    reports
+        .chunks_exact(sc::REPORT_LEN)
+        .filter_map(|c| Report::decode(c.try_into().expect("chunk of REPORT_LEN")))
+        .find_map(|r| match r {
+            Report::StepFailed {
+                step,
+                detail,
+                errno,
+            } => Some(ProcessError::Setup {
+                source: privilege_error(step, detail, errno),
+                step: step.name(),
+                detail: match step {
+                    Step::Mount => match usize::try_from(detail).ok().and_then(|i| mounts.get(i)) {
+                        Some(m) => format!(" ({})", m.describe()),
+                        None => format!(" (#{detail})"),
+                    },
+                    Step::Rlimit | Step::Stdio | Step::SetIds => format!(" (#{detail})"),
+                    _ => String::new(),
+                },
+            }),
+            _ => None,
+        })
+}
+
+/// The cause of a failed step: capability and seccomp failures carry their module error's
+/// 64-bit code in (detail, errno); every other step an errno.
+fn privilege_error(step: Step, detail: i32, errno: i32) -> io::Error {
+    let code = (u64::from(detail as u32) << 32) | u64::from(errno as u32);
+    match step {
+        Step::Capabilities => match crate::caps::CapsError::decode(code) {
+            Some(e) => io::Error::other(e),
+            None => io::Error::from_raw_os_error(errno),
+        },
+        Step::Seccomp => match crate::seccomp::SeccompError::decode(code) {
+            Some(e) => io::Error::other(e),
+            None => io::Error::from_raw_os_error(errno),
+        },
+        _ => io::Error::from_raw_os_error(errno),
+    }
+}
+
+fn violations(o: &Outcome, cfg: &ProcessConfig) -> Vec<ViolationInfo> {
+    let v = |kind| ViolationInfo {
+        address: None,
+        kind,
+        region: None,
+        context: None,
+        thread_id: None,
+        pid: Some(o.pid),
+        timestamp: SystemTime::now(),
+    };
+    let mut out = Vec::new();
+    if o.oom_killed {
+        out.push(v(ViolationKind::OutOfMemory {
+            memory_max: cfg.limits.memory_max,
+        }));
+    }
+    if o.pids_limit_hits > 0 {
+        out.push(v(ViolationKind::PidsLimit {
+            refused: o.pids_limit_hits,
+        }));
+    }
+    if o.seccomp_killed {
+        out.push(v(ViolationKind::Seccomp { syscall: None }));
+    }
+    if o.timed_out {
+        out.push(v(ViolationKind::TimeLimit));
+    }
+    if o.cpu_time_exceeded {
+        out.push(v(ViolationKind::CpuTimeLimit));
+    }
+    out
+}
+
+fn decode_result<T: DeserializeOwned>(
+    bytes: &[u8],
+    overflow: u64,
+    limit: usize,
+    status: ExitStatus,
+) -> Result<T, ClosureError> {
+    if bytes.len() < 8 {
+        return Err(ClosureError::Died(status));
+    }
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if len > limit as u64 || overflow > 0 {
+        return Err(ClosureError::ResultTooLarge {
+            size: len.max(bytes.len() as u64 - 8 + overflow),
+            limit,
+        });
+    }
+    let body = &bytes[8..];
+    if (body.len() as u64) < len {
+        return Err(ClosureError::Died(status));
+    }
+    match postcard::from_bytes::<Result<T, String>>(&body[..len as usize]) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(panic)) => Err(ClosureError::Panicked(panic)),
+        Err(e) => Err(ClosureError::Decode(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_decode_and_bounds_hold() {
+        let enc = |r: &Result<u32, String>| {
+            let body = postcard::to_allocvec(r).unwrap();
+            let mut v = (body.len() as u64).to_le_bytes().to_vec();
+            v.extend(body);
+            v
+        };
+        let died = ExitStatus::Signaled {
+            signal: 9,
+            core_dumped: false,
+        };
+        assert_eq!(decode_result::<u32>(&enc(&Ok(7)), 0, 64, died), Ok(7));
+        assert_eq!(
+            decode_result::<u32>(&enc(&Err("boom".into())), 0, 64, died),
+            Err(ClosureError::Panicked("boom".into()))
+        );
+        assert_eq!(
+            decode_result::<u32>(&[], 0, 64, died),
+            Err(ClosureError::Died(died))
+        );
+        let big = enc(&Err("x".repeat(100)));
+        assert!(matches!(
+            decode_result::<u32>(&big, 0, 16, died),
+            Err(ClosureError::ResultTooLarge { limit: 16, .. })
+        ));
+        let mut cut = enc(&Ok(300));
+        cut.pop();
+        assert_eq!(
+            decode_result::<u32>(&cut, 0, 64, died),
+            Err(ClosureError::Died(died))
+        );
+    }
+
+    #[test]
+    fn setup_reports_become_errors() {
+        let mut bytes = Vec::new();
+        bytes.extend([1u32.to_le_bytes(), 0i32.to_le_bytes(), 0i32.to_le_bytes()].concat());
+        assert!(setup_error(&bytes, &[]).is_none());
+        bytes.extend(
+            [
+                (0x100 | Step::Mount as u32).to_le_bytes(),
+                2i32.to_le_bytes(),
+                libc::EROFS.to_le_bytes(),
+            ]
+            .concat(),
+        );
+        let e = setup_error(&bytes, &[]).unwrap();
+        assert!(e.to_string().contains("mount\" (#2)"), "{e}");
+        let m = [
+            MountStep::MakePrivate,
+            MountStep::ReadOnlyRoot,
+            MountStep::Proc {
+                target: c"/proc".into(),
+            },
+        ];
+        let e = setup_error(&bytes, &m).unwrap();
+        assert!(e.to_string().contains("(proc on /proc)"), "{e}");
+    }
+
+    #[test]
+    fn names_list_namespaces() {
+        assert_eq!(ns_names(Namespaces::USER | Namespaces::PID), "USER|PID");
+        assert_eq!(ns_names(Namespaces::empty()), "none");
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let e = ProcessIsolation::new(
+            ProcessConfig::new()
+                .namespaces(Namespaces::USER)
+                .hostname("x"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ProcessError::InvalidConfig(_)), "{e}");
+        let mut c = ProcessConfig::new();
+        c.stdin = Stdio::Capture;
+        assert!(matches!(
+            ProcessIsolation::new(c).unwrap_err(),
+            ProcessError::InvalidConfig(_)
+        ));
+    }
+}
