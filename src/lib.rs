@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | region | [`isolation::IsolatedContext`], [`sandbox::MemorySandbox`] | mmap'd region, guard pages, atomic budgets | available |
 //! | thread (`Low`) | [`pkey::Domain`] on an [`isolation::thread::ThreadIsolation`] thread | `pkey_mprotect`, per-thread PKRU, seccomp thread filter | available on x86-64 with PKU |
-//! | process (`Medium`) | child process | namespaces, cgroup v2 ([`cgroup`]), seccomp | planned |
+//! | process (`Medium`) | [`isolation::process::ProcessIsolation`] child | namespaces, cgroup v2 ([`cgroup`]), rlimits, [`caps`], [`seccomp`] | available (cgroup limits where cgroup v2 is) |
 //! | wasm (`High`) | wasmtime store | bounds checks, fuel, epochs | planned |
 //! | hardware (`Critical`) | microVM | nested paging | planned |
 //!

@@ -134,6 +134,9 @@ pub struct LevelStatus {
     pub available: bool,
     /// What is missing (empty when available).
     pub lacks: Vec<String>,
+    /// What works only partly here (the level runs, some of its limits are refused).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limited: Vec<String>,
 }
 
 /// The controllers nebula's process level uses.
@@ -463,6 +466,7 @@ fn levels(
     let status = |lacks: Vec<String>| LevelStatus {
         available: lacks.is_empty(),
         lacks,
+        limited: vec![],
     };
     let mut m = BTreeMap::new();
     m.insert("region", status(vec![]));
@@ -477,17 +481,20 @@ fn levels(
         ));
     }
     m.insert("thread", status(thread));
-    let mut process = vec!["not built yet (issue: process-level isolation)".to_string()];
+    let mut process = Vec::new();
     if !userns.available {
         process.push(format!(
             "user namespaces: {}",
             userns.reason.as_deref().unwrap_or("")
         ));
     }
+    let mut process = status(process);
     if !cgroup.available {
-        process.push("cgroup v2 memory controller (limits need it; see cgroup_v2.reason)".into());
+        // The level still runs (namespaces, rlimits, capabilities, seccomp); memory, CPU, I/O
+        // and pids limits are refused with this reason.
+        process.limited.push("no cgroup v2 memory controller: memory/cpu/io/pids limits are refused (see cgroup_v2.reason); RLIMIT_AS only when asked for".into());
     }
-    m.insert("process", status(process));
+    m.insert("process", process);
     let wasm = if cfg!(feature = "wasm") {
         vec!["not built yet (issue: wasm level)".to_string()]
     } else {
@@ -563,6 +570,9 @@ impl Features {
                     format!(": {}", l.lacks.join("; "))
                 }
             );
+            for note in &l.limited {
+                let _ = writeln!(s, "  {:<14}      limited: {note}", "");
+            }
         }
         s
     }

@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | region (in-process) | [`IsolatedContext`] | an mmap'd region with guard pages, atomic accounting | here |
 //! | [`SecurityLevel::Low`] → thread | a thread with its own protection-key domain ([`thread`]) | `pkey_mprotect`, per-thread PKRU, seccomp thread filter | here (x86-64 with PKU) |
-//! | [`SecurityLevel::Medium`] → process | a child process | namespaces, cgroup v2, rlimits, seccomp | planned |
+//! | [`SecurityLevel::Medium`] → process | a child process ([`process`]) | namespaces, cgroup v2, rlimits, capabilities, seccomp | here |
 //! | [`SecurityLevel::High`] → wasm | a wasmtime store | linear-memory bounds, fuel, deadlines | planned (feature `wasm`) |
 //! | [`SecurityLevel::Critical`] → hardware | a virtual machine | nested page tables | planned |
 //!

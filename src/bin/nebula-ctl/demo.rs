@@ -28,7 +28,7 @@ impl Demo {
         }
         let (mut contained, mut total) = (0, 0);
         println!("nebula-ctl demo: every available level against a misbehaving workload\n");
-        let steps: [(&str, Step); 7] = [
+        let steps: [(&str, Step); 11] = [
             ("region: a workload that allocates past its budget", budget),
             (
                 "region: a child context limited by its parent",
@@ -51,6 +51,16 @@ impl Demo {
                 "seccomp: a strict-profile workload that tries to open a file",
                 seccomp_strict,
             ),
+            ("process: a command that never ends", process_timeout),
+            (
+                "process: a command that writes to the root filesystem and the network",
+                process_escape,
+            ),
+            (
+                "process: a command that allocates past memory.max",
+                process_oom,
+            ),
+            ("process: a fork bomb under pids.max", process_fork_bomb),
         ];
         for (name, step) in steps {
             match step() {
@@ -244,6 +254,110 @@ fn seccomp_strict() -> anyhow::Result<Outcome> {
     Ok(Outcome::Contained(
         "the kernel killed it with SIGSYS at openat(2)".into(),
     ))
+}
+
+fn process_available() -> Option<Outcome> {
+    let f = nebula_memory::features();
+    let l = &f.levels["process"];
+    (!l.available)
+        .then(|| Outcome::Skipped(format!("process level unavailable: {}", l.lacks.join("; "))))
+}
+
+fn cgroup_available() -> Option<Outcome> {
+    let f = nebula_memory::features();
+    process_available().or_else(|| {
+        (!f.cgroup_v2.available).then(|| {
+            Outcome::Skipped(format!(
+                "needs cgroup v2 (runs in the VM tier): {}",
+                f.cgroup_v2.reason.as_deref().unwrap_or("")
+            ))
+        })
+    })
+}
+
+fn sh(script: &str) -> nebula_memory::isolation::process::Command {
+    nebula_memory::isolation::process::Command::new("/bin/sh").args(["-c", script])
+}
+
+fn quiet() -> nebula_memory::isolation::process::ProcessConfig {
+    use nebula_memory::isolation::process::{ProcessConfig, Stdio};
+    ProcessConfig::new().output(Stdio::Capture, Stdio::Capture)
+}
+
+fn process_timeout() -> anyhow::Result<Outcome> {
+    use nebula_memory::isolation::process::ProcessIsolation;
+    if let Some(skip) = process_available() {
+        return Ok(skip);
+    }
+    let p = ProcessIsolation::new(quiet().wall_time(Duration::from_millis(500)))?;
+    let o = p.run_command(&sh("while :; do :; done"))?;
+    anyhow::ensure!(o.timed_out, "not stopped at its time limit: {:?}", o.status);
+    Ok(Outcome::Contained(format!(
+        "killed at the 500 ms time limit after {:.0?} ({:?})",
+        o.wall_time, o.status
+    )))
+}
+
+fn process_escape() -> anyhow::Result<Outcome> {
+    use nebula_memory::isolation::process::ProcessIsolation;
+    if let Some(skip) = process_available() {
+        return Ok(skip);
+    }
+    let p = ProcessIsolation::new(quiet())?;
+    let o = p.run_command(&sh(
+        "echo x > /etc/nebula-demo 2>/dev/null && echo wrote-root; \
+         awk -F: 'NR > 2 { gsub(/ /, \"\", $1); printf \"%s \", $1 }' /proc/net/dev; echo; id -u",
+    ))?;
+    let out = o.stdout_text();
+    anyhow::ensure!(
+        !out.contains("wrote-root"),
+        "the root filesystem was writable: {out}"
+    );
+    anyhow::ensure!(
+        !std::path::Path::new("/etc/nebula-demo").exists(),
+        "the file reached the host"
+    );
+    Ok(Outcome::Contained(format!(
+        "read-only root refused the write; network interfaces inside: {}; uid inside {}",
+        out.lines().nth(0).unwrap_or("").trim(),
+        out.lines().nth(1).unwrap_or("").trim()
+    )))
+}
+
+fn process_oom() -> anyhow::Result<Outcome> {
+    use nebula_memory::isolation::process::ProcessIsolation;
+    if let Some(skip) = cgroup_available() {
+        return Ok(skip);
+    }
+    let p = ProcessIsolation::new(quiet().memory_max(32 << 20))?;
+    // awk doubles a string until the kernel stops it.
+    let o = p.run_command(&sh("awk 'BEGIN { s = \"x\"; while (1) s = s s }'"))?;
+    anyhow::ensure!(o.oom_killed, "not OOM-killed: {:?}", o.status);
+    Ok(Outcome::Contained(format!(
+        "killed: out of memory (memory.max=32M, peak {:.1}M, oom_kill {})",
+        o.memory_peak.unwrap_or(0) as f64 / (1 << 20) as f64,
+        o.oom_kills
+    )))
+}
+
+fn process_fork_bomb() -> anyhow::Result<Outcome> {
+    use nebula_memory::isolation::process::ProcessIsolation;
+    if let Some(skip) = cgroup_available() {
+        return Ok(skip);
+    }
+    let p = ProcessIsolation::new(quiet().pids_max(16).wall_time(Duration::from_secs(20)))?;
+    let o = p.run_command(&sh(
+        "i=0; while [ $i -lt 64 ]; do sleep 5 & i=$((i+1)); done; wait",
+    ))?;
+    anyhow::ensure!(
+        o.pids_limit_hits > 0,
+        "pids.max never refused a fork: {:?}",
+        o.status
+    );
+    Ok(Outcome::Contained(format!(
+        "pids.max=16 refused {} forks (pids.events max)",
+        o.pids_limit_hits
+    )))
 }
 
 /// The misbehaving workloads, run in a child process; none of them returns.
