@@ -29,6 +29,7 @@
 pub mod capability;
 pub mod channel;
 mod context;
+pub mod hardware;
 pub mod ipc;
 pub mod process;
 pub mod tenant;

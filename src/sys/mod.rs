@@ -16,6 +16,8 @@ pub mod pkey;
 pub mod pkru;
 pub mod process;
 pub mod rlimit;
+pub mod scm;
 pub mod seccomp;
 pub mod signal;
+pub mod tty;
 pub mod uffd;
