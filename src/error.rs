@@ -178,6 +178,10 @@ pub enum IsolationError {
         reason: String,
     },
 
+    /// A cgroup v2 operation failed (the message names the file and, where known, the fix).
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+
     /// A system call failed.
     #[error("{operation} failed")]
     System {

@@ -494,7 +494,7 @@ fn required(map: &BTreeMap<String, u64>, key: &'static str) -> Result<u64, Parse
 /// `memory.events`: how often the memory controller hit each boundary (cumulative counters).
 ///
 /// The counters cover the whole subtree (`memory.events.local` would be the cgroup alone).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryEvents {
     /// Reclaimed despite being under `memory.low`.
     pub low: u64,

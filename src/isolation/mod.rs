@@ -33,6 +33,7 @@ pub mod hardware;
 pub mod ipc;
 pub mod process;
 pub mod tenant;
+pub mod tenant_process;
 pub mod thread;
 #[cfg(feature = "wasm")]
 pub mod wasm;

@@ -27,8 +27,8 @@ pub struct TenantLimits {
     pub timeout: Option<Duration>,
     /// CPU share (fraction of one CPU); process tenants only.
     pub cpu: Option<f64>,
-    /// I/O bandwidth in bytes/s; process tenants only.
-    pub io_bps: Option<u64>,
+    /// `io.max` per device; process tenants only.
+    pub io: Vec<crate::cgroup::IoMax>,
 }
 
 /// What a tenant has done so far.
@@ -93,7 +93,7 @@ impl TenantManager {
                 reason: "threads of one process share the scheduler; CPU shares are enforced by cgroup v2 cpu.max on process contexts".into(),
             });
         }
-        if limits.io_bps.is_some() {
+        if !limits.io.is_empty() {
             return Err(IsolationError::Unsupported {
                 feature: "I/O limit for an in-process tenant",
                 reason: "I/O bandwidth is enforced by cgroup v2 io.max on process contexts".into(),
