@@ -72,8 +72,16 @@ fn limits_this_level_cannot_enforce_are_errors() {
         tm.create_tenant("x", cpu),
         Err(IsolationError::Unsupported { .. })
     ));
+    let device = nebula_memory::cgroup::IoDevice { major: 8, minor: 0 };
+    let io_max = nebula_memory::cgroup::IoMax {
+        device,
+        rbps: None,
+        wbps: None,
+        riops: None,
+        wiops: None,
+    };
     let io = TenantLimits {
-        io_bps: Some(1 << 20),
+        io: vec![io_max],
         ..limits(1 << 20)
     };
     assert!(matches!(
