@@ -110,7 +110,65 @@ impl Registry {
     }
 }
 
+/// The isolation a [`SecurityLevel`] maps to, ready to use
+/// ([`MemoryIsolation::for_level`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LevelIsolation {
+    /// `Low`: protection-key domains; run code with
+    /// [`thread::ThreadIsolation::new`]`(&domains)`.
+    Thread {
+        /// The probe token.
+        pkeys: crate::pkey::Pkeys,
+        /// A domain set to create domains in.
+        domains: crate::pkey::DomainSet,
+    },
+    /// `Medium`: process contexts with the strict default configuration.
+    Process(process::ProcessIsolation),
+    /// `High`: wasm instances.
+    #[cfg(feature = "wasm")]
+    Wasm(wasm::WasmIsolation),
+}
+
 impl MemoryIsolation {
+    /// The seed's best practice: pick the mechanism by how much you trust the code.
+    /// `Low` → a thread in its own protection-key domain, `Medium` → a process context,
+    /// `High` → a wasm instance (built with the `wasm` feature), `Critical` → a virtual
+    /// machine.
+    ///
+    /// # Errors
+    /// [`IsolationError::Unsupported`] naming what this host or build lacks (the same
+    /// answer as `nebula-ctl probe`): no PKU for `Low`, no user namespaces for `Medium`,
+    /// a build without `wasm` for `High`; `Critical` until the VM level is built.
+    pub fn for_level(level: SecurityLevel) -> Result<LevelIsolation> {
+        match level {
+            SecurityLevel::Low => {
+                let pkeys = crate::pkey::Pkeys::probe()?;
+                let domains = crate::pkey::DomainSet::new(&pkeys);
+                Ok(LevelIsolation::Thread { pkeys, domains })
+            }
+            SecurityLevel::Medium => Ok(LevelIsolation::Process(process::ProcessIsolation::new(
+                process::ProcessConfig::new(),
+            )?)),
+            #[cfg(feature = "wasm")]
+            SecurityLevel::High => Ok(LevelIsolation::Wasm(wasm::WasmIsolation::new(
+                Default::default(),
+            )?)),
+            #[cfg(not(feature = "wasm"))]
+            SecurityLevel::High => Err(IsolationError::Unsupported {
+                feature: "the wasm level",
+                reason:
+                    "this build has no `wasm` feature; rebuild with `cargo build --features wasm`"
+                        .into(),
+            }),
+            SecurityLevel::Critical => Err(IsolationError::Unsupported {
+                feature: "the hardware (virtual machine) level",
+                reason: "not built yet; use SecurityLevel::Medium (process contexts) meanwhile"
+                    .into(),
+            }),
+        }
+    }
+
     /// A fresh isolation manager with no contexts.
     pub fn new() -> Self {
         Self::default()
