@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(if $(HOME),$(HOME)/.cache/nebula-memory/target,$(CU
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: all build test host-test vm-test bench lint fmt demo doc man
+.PHONY: all build test host-test vm-test bench lint fmt demo doc man fuzz
 
 all: build
 
@@ -41,9 +41,14 @@ vm-test:
 test: lint host-test vm-test
 
 bench:
-	$(CARGO) bench --bench region_alloc
-	$(CARGO) bench --bench channel
-	$(CARGO) bench --bench pkey_switch
+	for b in region_alloc channel violation spawn pkey_switch; do $(CARGO) bench --bench $$b || exit 1; done
+
+# Fuzz the channel decoder (cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the one
+# stable toolchain here accept them). FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run channel_decode -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512
 
 man:
 	mkdir -p $(CARGO_TARGET_DIR)/man
