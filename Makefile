@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(if $(HOME),$(HOME)/.cache/nebula-memory/target,$(CU
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: all build test host-test vm-test bench lint fmt demo doc man fuzz
+.PHONY: all build deps test host-test vm-test bench lint fmt demo doc man fuzz
 
 all: build
 
@@ -17,6 +17,7 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features wasm -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 fmt:
@@ -29,6 +30,8 @@ doc:
 host-test:
 	$(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
+	$(CARGO) test --features wasm --test wasm --test levels
+	$(CARGO) test --doc --features wasm
 
 # Tier 3: every test binary in one qemu TCG guest with cgroup v2, NEBULA_TEST_REQUIRE=all.
 vm-test:
@@ -38,10 +41,15 @@ vm-test:
 	echo "vm-test: binaries: $$bins"; \
 	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
 
-test: lint host-test vm-test
+# The VM tier's and the hardware level's packages (qemu, busybox-static, cpio).
+deps:
+	tools/vm/deps.sh
+
+test: deps lint host-test vm-test
 
 bench:
 	for b in region_alloc channel violation spawn pkey_switch; do $(CARGO) bench --bench $$b || exit 1; done
+	$(CARGO) bench --features wasm --bench wasm_instantiate
 
 # Fuzz the channel decoder (cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the one
 # stable toolchain here accept them). FUZZ_SECONDS bounds the run.

@@ -11,8 +11,8 @@
 //! | region | [`isolation::IsolatedContext`], [`sandbox::MemorySandbox`] | mmap'd region, guard pages, atomic budgets | available |
 //! | thread (`Low`) | [`pkey::Domain`] on an [`isolation::thread::ThreadIsolation`] thread | `pkey_mprotect`, per-thread PKRU, seccomp thread filter | available on x86-64 with PKU |
 //! | process (`Medium`) | [`isolation::process::ProcessIsolation`] child | namespaces, cgroup v2 ([`cgroup`]), rlimits, [`caps`], [`seccomp`] | available (cgroup limits where cgroup v2 is) |
-//! | wasm (`High`) | wasmtime store | bounds checks, fuel, epochs | planned |
-//! | hardware (`Critical`) | microVM | nested paging | planned |
+//! | wasm (`High`) | `isolation::wasm::WasmIsolation` (feature `wasm`) | bounds checks, StoreLimits, fuel, epoch deadlines | available with the `wasm` feature |
+//! | hardware (`Critical`) | `isolation::hardware::HardwareIsolation` | a qemu microVM (nested paging under KVM, else TCG emulation) | available where qemu runs |
 //!
 //! [`features()`] says what this host can do and why not; `nebula-ctl probe` prints it.
 //!

@@ -495,13 +495,62 @@ fn levels(
         process.limited.push("no cgroup v2 memory controller: memory/cpu/io/pids limits are refused (see cgroup_v2.reason); RLIMIT_AS only when asked for".into());
     }
     m.insert("process", process);
-    let wasm = if cfg!(feature = "wasm") {
-        vec!["not built yet (issue: wasm level)".to_string()]
-    } else {
-        vec!["built without the `wasm` feature (cargo build --features wasm)".to_string()]
+    #[cfg(feature = "wasm")]
+    let wasm = {
+        let mut wasm = status(vec![]);
+        let striping = crate::isolation::wasm::pkey_striping_support(pkeys);
+        if !striping.enabled {
+            wasm.limited.push(format!(
+                "pool slots not striped across protection keys (about 4 GiB of address space per context): {}",
+                striping.reason
+            ));
+        }
+        wasm
     };
-    m.insert("wasm", status(wasm));
+    #[cfg(not(feature = "wasm"))]
+    let wasm = status(vec![
+        "built without the `wasm` feature (cargo build --features wasm)".to_string(),
+    ]);
+    m.insert("wasm", wasm);
+    m.insert("hardware", hardware_level());
     m
+}
+
+/// The hardware level from what is installed and from the cached KVM probe (the probe
+/// itself boots a guest, so `features()` never runs it: `nebula-ctl probe --hardware` or
+/// the first `Critical` context does).
+fn hardware_level() -> LevelStatus {
+    let on_path = |exe: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join(exe).is_file())
+    };
+    let mut lacks = Vec::new();
+    if !on_path("qemu-system-x86_64") {
+        lacks.push("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86, or tools/vm/deps.sh)".to_string());
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        lacks.push(
+            "no /bin/busybox for the guest's userland (apt-get install busybox-static)".to_string(),
+        );
+    }
+    let mut limited = Vec::new();
+    if lacks.is_empty() {
+        let cache = crate::isolation::hardware::default_cache_dir();
+        match crate::isolation::hardware::cached_probe(&cache) {
+            Some(p) if p.kvm => limited.push(format!("KVM works; start-up {:.1} s per context", p.startup.as_secs_f64())),
+            Some(p) => limited.push(format!(
+                "TCG only (software emulation, 10-50x slower; KVM: {}); start-up {:.1} s per context",
+                p.kvm_reason,
+                p.startup.as_secs_f64()
+            )),
+            None => limited.push("KVM not probed yet on this boot (nebula-ctl probe --hardware boots a test guest)".into()),
+        }
+    }
+    LevelStatus {
+        available: lacks.is_empty(),
+        lacks,
+        limited,
+    }
 }
 
 impl Features {

@@ -34,16 +34,27 @@ fn each_level_maps_to_its_mechanism_or_says_why_not() {
         Err(e) => assert!(!f.levels["process"].available, "{e}"),
         other => panic!("Medium: {other:?}"),
     }
+    let wasm_built = cfg!(feature = "wasm");
     match MemoryIsolation::for_level(SecurityLevel::High) {
-        Err(IsolationError::Unsupported { reason, .. }) => {
-            assert!(!cfg!(feature = "wasm"), "{reason}");
+        Err(IsolationError::Unsupported { reason, .. }) if !wasm_built => {
             assert!(reason.contains("--features wasm"), "{reason}");
         }
-        Ok(_) => assert!(cfg!(feature = "wasm")),
-        Err(e) => panic!("High: {e}"),
+        Ok(l) if wasm_built => assert!(format!("{l:?}").starts_with("Wasm"), "{l:?}"),
+        other => panic!("High (wasm feature {wasm_built}): {other:?}"),
     }
-    assert!(matches!(
-        MemoryIsolation::for_level(SecurityLevel::Critical),
-        Err(IsolationError::Unsupported { .. })
-    ));
+    // Critical boots a VM to probe KVM on first use (cached per host boot); the hardware
+    // tests run the level itself.
+    let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("qemu-system-x86_64").is_file());
+    if qemu && !common_vm_tier() {
+        match MemoryIsolation::for_level(SecurityLevel::Critical) {
+            Ok(LevelIsolation::Hardware(_)) => {}
+            other => panic!("Critical: {other:?}"),
+        }
+    }
+}
+
+/// The VM tier's guest has no qemu of its own (no nested VMs under TCG).
+fn common_vm_tier() -> bool {
+    std::env::var("NEBULA_TEST_REQUIRE").is_ok_and(|v| v == "all")
 }

@@ -5,8 +5,8 @@
 //! | region (in-process) | [`IsolatedContext`] | an mmap'd region with guard pages, atomic accounting | here |
 //! | [`SecurityLevel::Low`] → thread | a thread with its own protection-key domain ([`thread`]) | `pkey_mprotect`, per-thread PKRU, seccomp thread filter | here (x86-64 with PKU) |
 //! | [`SecurityLevel::Medium`] → process | a child process ([`process`]) | namespaces, cgroup v2, rlimits, capabilities, seccomp | here |
-//! | [`SecurityLevel::High`] → wasm | a wasmtime store | linear-memory bounds, fuel, deadlines | planned (feature `wasm`) |
-//! | [`SecurityLevel::Critical`] → hardware | a virtual machine | nested page tables | planned |
+//! | [`SecurityLevel::High`] → wasm | a wasmtime store (`wasm::WasmIsolation`) | linear-memory bounds, fuel, deadlines | here (feature `wasm`) |
+//! | [`SecurityLevel::Critical`] → hardware | a qemu microVM per command ([`hardware`]) | the MMU's nested page tables (KVM when a probe guest boots under it, else TCG) | here |
 //!
 //! Start with [`MemoryIsolation::create_context`]:
 //!
@@ -124,10 +124,12 @@ pub enum LevelIsolation {
         domains: crate::pkey::DomainSet,
     },
     /// `Medium`: process contexts with the strict default configuration.
-    Process(process::ProcessIsolation),
+    Process(Box<process::ProcessIsolation>),
     /// `High`: wasm instances.
     #[cfg(feature = "wasm")]
     Wasm(wasm::WasmIsolation),
+    /// `Critical`: a virtual machine per command.
+    Hardware(Box<hardware::HardwareIsolation>),
 }
 
 impl MemoryIsolation {
@@ -139,7 +141,8 @@ impl MemoryIsolation {
     /// # Errors
     /// [`IsolationError::Unsupported`] naming what this host or build lacks (the same
     /// answer as `nebula-ctl probe`): no PKU for `Low`, no user namespaces for `Medium`,
-    /// a build without `wasm` for `High`; `Critical` until the VM level is built.
+    /// a build without `wasm` for `High`; for `Critical`, no qemu or kernel (the first
+    /// `Critical` on a host boot also probes whether KVM really works: 3 to 5 s, then cached).
     pub fn for_level(level: SecurityLevel) -> Result<LevelIsolation> {
         match level {
             SecurityLevel::Low => {
@@ -147,9 +150,9 @@ impl MemoryIsolation {
                 let domains = crate::pkey::DomainSet::new(&pkeys);
                 Ok(LevelIsolation::Thread { pkeys, domains })
             }
-            SecurityLevel::Medium => Ok(LevelIsolation::Process(process::ProcessIsolation::new(
-                process::ProcessConfig::new(),
-            )?)),
+            SecurityLevel::Medium => Ok(LevelIsolation::Process(Box::new(
+                process::ProcessIsolation::new(process::ProcessConfig::new())?,
+            ))),
             #[cfg(feature = "wasm")]
             SecurityLevel::High => Ok(LevelIsolation::Wasm(wasm::WasmIsolation::new(
                 Default::default(),
@@ -161,11 +164,9 @@ impl MemoryIsolation {
                     "this build has no `wasm` feature; rebuild with `cargo build --features wasm`"
                         .into(),
             }),
-            SecurityLevel::Critical => Err(IsolationError::Unsupported {
-                feature: "the hardware (virtual machine) level",
-                reason: "not built yet; use SecurityLevel::Medium (process contexts) meanwhile"
-                    .into(),
-            }),
+            SecurityLevel::Critical => Ok(LevelIsolation::Hardware(Box::new(
+                hardware::HardwareIsolation::new(hardware::HardwareConfig::new())?,
+            ))),
         }
     }
 

@@ -45,38 +45,8 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 # ---- host tools (idempotent; apt only when something is missing) ----------------
-APT_UPDATED=0
-apt_update() {
-    [[ $APT_UPDATED == 1 || $(id -u) != 0 ]] && return 0
-    APT_UPDATED=1
-    say "apt-get update"
-    DEBIAN_FRONTEND=noninteractive apt-get -q update >&2 || say "warning: apt-get update failed"
-}
-static_busybox() { [[ -x $BUSYBOX ]] && ! LC_ALL=C ldd "$BUSYBOX" 2>&1 | grep -q '=>'; }
-missing=()
-command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-command -v cpio >/dev/null || missing+=(cpio)
-if [[ ! -x $BUSYBOX ]]; then missing+=(busybox-static)
-elif ! static_busybox; then
-    die "$BUSYBOX is dynamically linked; install busybox-static (apt-get install busybox-static)"
-fi
-if [[ ${#missing[@]} -gt 0 ]]; then
-    [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (install them as root)"
-    apt_update
-    say "installing ${missing[*]}"
-    had_qemu_img=$(command -v qemu-img || true)
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        qemu-system-x86 busybox-static cpio >&2
-    static_busybox || die "$BUSYBOX is not a static busybox"
-    # bookworm's qemu-system-x86 conflicts with a backported qemu-utils (apt removes it): put
-    # bookworm's qemu-img back if the machine had one
-    if [[ -n $had_qemu_img ]] && ! command -v qemu-img >/dev/null; then
-        say "restoring qemu-img (qemu-utils) removed by the qemu-system-x86 install"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils >&2 ||
-            say "warning: could not reinstall qemu-utils"
-    fi
-fi
+# shellcheck source=tools/vm/deps.sh
+source "$REPO/tools/vm/deps.sh"
 
 mkdir -p "$WORK" "$CACHE"
 exec 9>"$WORK/.lock"                  # one VM at a time: TCG timers suffer otherwise

@@ -319,7 +319,7 @@ fn process_escape() -> anyhow::Result<Outcome> {
     );
     Ok(Outcome::Contained(format!(
         "read-only root refused the write; network interfaces inside: {}; uid inside {}",
-        out.lines().nth(0).unwrap_or("").trim(),
+        out.lines().next().unwrap_or("").trim(),
         out.lines().nth(1).unwrap_or("").trim()
     )))
 }
