@@ -35,8 +35,8 @@ host-test:
 
 # Tier 3: every test binary in one qemu TCG guest with cgroup v2, NEBULA_TEST_REQUIRE=all.
 vm-test:
-	@bins=$$($(CARGO) test --no-run --message-format=json --tests 2>/dev/null | \
-	  python3 tools/vm/test-binaries.py) || { $(CARGO) test --no-run --tests; exit 1; }; \
+	@bins=$$($(CARGO) test --no-run --message-format=json --tests --features wasm 2>/dev/null | \
+	  python3 tools/vm/test-binaries.py) || { $(CARGO) test --no-run --tests --features wasm; exit 1; }; \
 	$(CARGO) build --bin nebula-ctl; \
 	echo "vm-test: binaries: $$bins"; \
 	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1

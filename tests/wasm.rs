@@ -738,10 +738,10 @@ fn striping_leaves_the_callers_pkru_alone() {
     ) {
         return;
     }
-    if !wasmtime_mpk() {
-        // Not `skipped:`: the VM has PKU but qemu's `-cpu max` reports an AMD vendor, and
-        // wasmtime enables MPK on GenuineIntel only. Runs with `-cpu max,vendor=GenuineIntel`.
-        eprintln!("not run: wasmtime's MPK check wants a GenuineIntel CPUID vendor");
+    if !common::require(
+        wasmtime_mpk(),
+        "wasmtime's MPK check wants a GenuineIntel CPUID vendor (the VM tier's qemu sets it)",
+    ) {
         return;
     }
     run_helper_ok("helper_pkru_is_restored");

@@ -130,7 +130,9 @@ chmod 755 "$R/init"
 CONSOLE=$WORK/console.log LOG=$WORK/last-run.log RCF=$STAGE/rc
 : >"$CONSOLE"; : >"$RCF"
 case ${VM_ACCEL:-tcg} in
-    tcg) ACCEL=(-accel tcg -cpu max) ;;
+    # vendor=GenuineIntel: wasmtime turns on protection-key striping only for that CPUID
+    # vendor; -cpu max still emulates PKU (pku, ospke) either way.
+    tcg) ACCEL=(-accel tcg -cpu max,vendor=GenuineIntel) ;;
     kvm) ACCEL=(-accel kvm -cpu host) ;;
     *) die "VM_ACCEL must be tcg or kvm" ;;
 esac
