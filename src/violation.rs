@@ -104,6 +104,16 @@ pub enum ViolationKind {
         /// The trap, as wasmtime names it.
         trap: String,
     },
+    /// A PSI trigger on the context's `memory.pressure` fired: its tasks were stalled on
+    /// memory (typically throttled at `memory.high`) for `stall_us` within `window_us`.
+    MemoryPressure {
+        /// The trigger's stall threshold, in microseconds.
+        stall_us: u64,
+        /// The trigger's window, in microseconds.
+        window_us: u64,
+        /// Whether the supervisor killed the context for it.
+        killed: bool,
+    },
 }
 
 /// One violation, as delivered to a handler.

@@ -1,6 +1,6 @@
 //! Filesystem and network namespace setup for a process context: mounts (private
-//! propagation, a recursive read-only root, tmpfs with a size, a fresh `/proc`, bind mounts)
-//! and bringing up the loopback interface of a new network namespace.
+//! propagation, a recursive read-only root, tmpfs with a size, a fresh `/proc`, bind mounts,
+//! a fresh or masked `/sys`) and bringing up the loopback interface of a new network namespace.
 //!
 //! Everything here is prepared in the parent ([`MountStep`] holds `CString`s) and executed in
 //! the child with one system call per step and no allocation, so it may run between a raw
@@ -45,6 +45,23 @@ pub enum MountStep {
         /// The mount point, usually `/proc`.
         target: CString,
     },
+    /// `mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)`: a
+    /// sysfs of the mounting process's *network* namespace, so `/sys/class/net` lists only
+    /// that namespace's interfaces. The kernel allows it from a user namespace only when that
+    /// user namespace owns the current network namespace (`CAP_SYS_ADMIN` over it) and a
+    /// sysfs is already fully visible in the mount namespace (`mount_too_revealing`); the
+    /// flags match what an inherited, locked `/sys` carries.
+    Sysfs {
+        /// The mount point, usually `/sys`.
+        target: CString,
+    },
+    /// `mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+    /// "size=4k,mode=0555")`: an empty read-only directory over `target`, hiding what was
+    /// there (the host's sysfs when the context shares the host's network namespace).
+    Mask {
+        /// The path to hide.
+        target: CString,
+    },
 }
 
 impl MountStep {
@@ -68,6 +85,8 @@ impl MountStep {
                 format!("tmpfs on {} ({})", s(target), s(options))
             }
             MountStep::Proc { target } => format!("proc on {}", s(target)),
+            MountStep::Sysfs { target } => format!("sysfs on {} read-only", s(target)),
+            MountStep::Mask { target } => format!("mask {} (empty read-only tmpfs)", s(target)),
         }
     }
 }
@@ -156,7 +175,7 @@ pub fn mount_setattr(path: &CStr, recursive: bool, set: u64, clear: u64) -> io::
 /// The failing step's index and the kernel's answer.
 ///
 /// # References
-/// mount(2), mount_setattr(2), mount_namespaces(7), proc(5), tmpfs(5).
+/// mount(2), mount_setattr(2), mount_namespaces(7), proc(5), sysfs(5), tmpfs(5).
 pub fn apply(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
     const ROOT: &CStr = c"/";
     const RDONLY: u64 = linux_raw_sys::general::MOUNT_ATTR_RDONLY as u64;
@@ -199,6 +218,20 @@ pub fn apply(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
                 Some(c"proc"),
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 None,
+            ),
+            MountStep::Sysfs { target } => mount(
+                Some(c"sysfs"),
+                target,
+                Some(c"sysfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            ),
+            MountStep::Mask { target } => mount(
+                Some(c"tmpfs"),
+                target,
+                Some(c"tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some(c"size=4k,mode=0555"),
             ),
         };
         r.map_err(|e| (i, e))?;

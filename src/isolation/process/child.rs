@@ -99,6 +99,10 @@ where
     F: FnOnce() -> T,
 {
     let rep = fds.rep_wr.as_fd();
+    // The userfaultfd is opened before the privilege step: seccomp refuses userfaultfd(2).
+    if let Some(sock) = fds.take_watch_child() {
+        super::uffd_watch::child_start(sock);
+    }
     let plan = iso.workload_plan(fds);
     sc::workload_steps(&plan, rep);
     let (msg, code): (Result<T, String>, i32) = match std::panic::catch_unwind(AssertUnwindSafe(f))

@@ -42,6 +42,24 @@ pub enum Network {
     Host,
 }
 
+/// What a context sees at `/sys` (with [`Namespaces::MOUNT`]). The host's sysfs, even
+/// read-only, lists the host's devices and network interfaces (`/sys/class/net/eth0` in a
+/// context with network none), so it is never left as is by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sysfs {
+    /// With its own network namespace ([`Namespaces::NET`] together with
+    /// [`Namespaces::USER`], which owns it) the context gets a fresh read-only sysfs, whose
+    /// `/sys/class/net` shows only that namespace's interfaces (`lo`); without one `/sys` is
+    /// masked ([`Sysfs::Masked`]), because a sysfs can only be mounted for a network
+    /// namespace the mounting user namespace owns.
+    #[default]
+    Auto,
+    /// An empty read-only tmpfs over `/sys`.
+    Masked,
+    /// Leave the inherited `/sys` (read-only with a read-only root): the host's sysfs.
+    Host,
+}
+
 /// What to do with a memory limit when cgroup v2 cannot enforce it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MemoryFallback {
@@ -128,9 +146,35 @@ pub struct Limits {
     /// then `SIGKILL` a second later) and, with a cgroup, `cpu.stat usage_usec` of the whole
     /// context checked every 50 ms.
     pub cpu_time: Option<Duration>,
+    /// A PSI trigger on the context's `memory.pressure` (cgroup v2 memory controller):
+    /// `memory.high` without swap throttles a context indefinitely and never kills it; this
+    /// reports the stall, and optionally ends it.
+    pub memory_pressure: Option<MemoryPressureWatch>,
 }
 
-/// Called once per violation, on the supervising thread, after the context ended.
+/// A PSI watch on a context's `memory.pressure` ([`Limits::memory_pressure`]).
+///
+/// The supervisor arms the trigger `"<kind> <stall> <window>"` on the context's leaf and polls
+/// it with the context's other descriptors. The first time it fires, a
+/// [`crate::violation::ViolationKind::MemoryPressure`] (`killed: false`) is reported at once
+/// (to [`ProcessConfig::on_violation`] too); with `kill_after`, a trigger that fires again
+/// `kill_after` or later after the first (the stall went on; a trigger fires at most once
+/// per window) kills the context and reports a second one with `killed: true`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPressureWatch {
+    /// `some` (at least one task stalled) or `full` (all non-idle tasks stalled).
+    pub kind: crate::cgroup::PsiKind,
+    /// Stall time within the window that fires the trigger.
+    pub stall: Duration,
+    /// The window: 500 ms to 10 s (a multiple of 2 s without `CAP_SYS_RESOURCE`).
+    pub window: Duration,
+    /// Kill when the pressure lasts this long after the first report; `None`: report only;
+    /// `Some(ZERO)`: kill at the first firing.
+    pub kill_after: Option<Duration>,
+}
+
+/// Called once per violation, on the supervising thread: after the context ended, except for
+/// writes to watched memory and memory pressure, which are delivered when they happen.
 pub type ViolationCallback = Arc<dyn Fn(&ViolationInfo) + Send + Sync>;
 
 /// The configuration of a process context. [`ProcessConfig::default`] is the strict
@@ -160,6 +204,12 @@ pub struct ProcessConfig {
     pub mount_proc: bool,
     /// Bind mounts, applied after the root became read-only.
     pub binds: Vec<BindMount>,
+    /// What `/sys` shows (needs [`Namespaces::MOUNT`] unless [`Sysfs::Host`]).
+    pub sysfs: Sysfs,
+    /// Closures only: the context opens a userfaultfd and passes it to the supervisor, so
+    /// ranges the closure watches ([`super::uffd_watch::watch`]) are write-protected and a
+    /// write to one kills the context with a [`crate::violation::ViolationKind::WriteToFrozen`].
+    pub watch_regions: bool,
     /// `prctl(PR_SET_NO_NEW_PRIVS)` before the workload runs (the capability drop and the
     /// seccomp filter set it too).
     pub no_new_privs: bool,
@@ -202,6 +252,8 @@ impl std::fmt::Debug for ProcessConfig {
             .field("tmpfs", &self.tmpfs)
             .field("mount_proc", &self.mount_proc)
             .field("binds", &self.binds)
+            .field("sysfs", &self.sysfs)
+            .field("watch_regions", &self.watch_regions)
             .field("no_new_privs", &self.no_new_privs)
             .field("drop_caps", &self.drop_caps)
             .field("keep_caps", &self.keep_caps)
@@ -234,6 +286,8 @@ impl Default for ProcessConfig {
             }],
             mount_proc: true,
             binds: Vec::new(),
+            sysfs: Sysfs::Auto,
+            watch_regions: false,
             no_new_privs: true,
             drop_caps: true,
             keep_caps: Vec::new(),
@@ -267,6 +321,31 @@ impl ProcessConfig {
         if !ns.contains(Namespaces::PID) {
             self.mount_proc = false;
         }
+        self
+    }
+
+    /// What `/sys` shows.
+    pub fn sysfs(mut self, s: Sysfs) -> Self {
+        self.sysfs = s;
+        self
+    }
+
+    /// Watch the context's `memory.pressure` ([`MemoryPressureWatch`]).
+    pub fn memory_pressure(mut self, w: MemoryPressureWatch) -> Self {
+        self.limits.memory_pressure = Some(w);
+        self
+    }
+
+    /// `memory.high` in bytes (throttling; see [`ProcessConfig::memory_pressure`]).
+    pub fn memory_high(mut self, bytes: u64) -> Self {
+        self.limits.memory_high = Some(bytes);
+        self
+    }
+
+    /// Let closures watch memory through a userfaultfd held by the supervisor
+    /// ([`super::uffd_watch`]).
+    pub fn watch_regions(mut self, on: bool) -> Self {
+        self.watch_regions = on;
         self
     }
 

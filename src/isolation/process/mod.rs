@@ -1,6 +1,18 @@
 //! Process contexts (`SecurityLevel::Medium`): a child process in its own namespaces and
 //! cgroup v2 leaf, with rlimits, a wall-clock and a CPU-time limit, a read-only root, a
-//! private `/tmp`, a fresh `/proc`, network none, and a minimal pid 1 that reaps orphans.
+//! private `/tmp`, a fresh `/proc`, a `/sys` of its own network namespace (or none),
+//! network none, and a minimal pid 1 that reaps orphans.
+//!
+//! # `/sys`
+//!
+//! The inherited `/sys` is the host's sysfs: read-only under the read-only root, but it still
+//! lists the host's devices and network interfaces. With its own network and user namespace
+//! (the default) a context gets a fresh read-only sysfs, mounted by its pid 1 after the
+//! namespaces exist, so `/sys/class/net` lists only its `lo`; the kernel allows this because
+//! the context's user namespace owns its network namespace. Without a network namespace a
+//! sysfs mount would show the host's interfaces again (and is refused from a user namespace
+//! that does not own the host's), so `/sys` is masked by an empty read-only tmpfs instead.
+//! [`Sysfs`] chooses otherwise.
 //!
 //! # Overview
 //!
@@ -77,6 +89,22 @@
 //! leaf is removed; OOM, pids-limit, seccomp (`SIGSYS`) and time-limit events are also
 //! returned as [`ViolationInfo`]s and passed to [`ProcessConfig::on_violation`].
 //!
+//! # Watching a running context
+//!
+//! * Memory: with [`ProcessConfig::watch_regions`] a closure's context opens a userfaultfd
+//!   before its privilege step and passes it to the supervisor over `SCM_RIGHTS`; ranges the
+//!   closure gives to [`uffd_watch::watch`] are write-protected, and the first write to one
+//!   kills that context (nothing else) with a [`ViolationKind::WriteToFrozen`] carrying the
+//!   kernel's address and thread id. See [`uffd_watch`].
+//! * Memory pressure: `memory.high` without swap throttles a context for ever and never
+//!   kills it. [`Limits::memory_pressure`] ([`MemoryPressureWatch`]) arms a PSI trigger on
+//!   the leaf's `memory.pressure`; its firing is reported at once as a
+//!   [`ViolationKind::MemoryPressure`], and with `kill_after` sustained pressure ends the
+//!   context. [`Outcome::memory_high_events`] is the kernel's `memory.events high` count.
+//!
+//! Both are polled in [`Running::wait`] with the context's other descriptors, and their
+//! violations go to [`ProcessConfig::on_violation`] when they happen, not at the end.
+//!
 //! # Lifetime
 //!
 //! The context never outlives its supervisor: its top process has `PR_SET_PDEATHSIG=SIGKILL`
@@ -98,10 +126,13 @@
 mod child;
 mod config;
 mod outcome;
+pub mod uffd_watch;
 
+pub use config::MemoryPressureWatch;
 pub use config::{
     BindMount, CgroupUse, DEFAULT_TMP_SIZE, Limits, MemoryFallback, Namespaces, Network,
-    ProcessConfig, RLIM_INFINITY, Resource, RlimitSetting, Stdio, TmpfsMount, ViolationCallback,
+    ProcessConfig, RLIM_INFINITY, Resource, RlimitSetting, Stdio, Sysfs, TmpfsMount,
+    ViolationCallback,
 };
 pub use outcome::{ClosureError, ExitStatus, MemoryEnforcement, Outcome, ProcessError};
 
@@ -255,7 +286,8 @@ impl ProcessIsolation {
         let wants_mounts = config.read_only_root
             || !config.tmpfs.is_empty()
             || config.mount_proc
-            || !config.binds.is_empty();
+            || !config.binds.is_empty()
+            || config.sysfs == Sysfs::Masked;
         if wants_mounts && !ns.contains(Namespaces::MOUNT) {
             return Err(ProcessError::InvalidConfig(
                 "a read-only root, tmpfs, /proc or bind mounts need the mount namespace".into(),
@@ -320,7 +352,12 @@ impl ProcessIsolation {
                 });
             }
         }
-        let needs: [(bool, Controller, &'static str); 5] = [
+        let needs: [(bool, Controller, &'static str); 6] = [
+            (
+                lim.memory_pressure.is_some(),
+                Controller::Memory,
+                "a memory.pressure PSI trigger (cgroup v2 memory controller)",
+            ),
             (
                 lim.memory_high.is_some(),
                 Controller::Memory,
@@ -426,6 +463,18 @@ impl ProcessIsolation {
                     target: c"/proc".into(),
                 });
             }
+            // /sys: a sysfs shows the network namespace of whoever mounts it, and may only be
+            // mounted by a user namespace owning that network namespace; otherwise hide it.
+            let own_net = ns.contains(Namespaces::NET | Namespaces::USER);
+            match config.sysfs {
+                Sysfs::Auto if own_net => mounts.push(MountStep::Sysfs {
+                    target: c"/sys".into(),
+                }),
+                Sysfs::Auto | Sysfs::Masked => mounts.push(MountStep::Mask {
+                    target: c"/sys".into(),
+                }),
+                Sysfs::Host => {}
+            }
         }
         let cwd = cstring("cwd", config.cwd.as_os_str())?;
         let hostname = config.hostname.as_ref().map(|h| h.as_bytes().to_vec());
@@ -504,6 +553,13 @@ impl ProcessIsolation {
     /// [`ProcessError::Handshake`]. Errors of the child's own start-up steps (a mount, the
     /// `execve`) are reported by [`Running::wait`] as [`ProcessError::Setup`].
     pub fn spawn_command(&self, cmd: &Command) -> Result<Running<'_>, ProcessError> {
+        if self.config.watch_regions {
+            return Err(ProcessError::InvalidConfig(
+                "watch_regions is for closures: an execve replaces the memory a userfaultfd \
+                 watches"
+                    .into(),
+            ));
+        }
         let program = cmd.resolve()?;
         let program_c = cstring("program", program.as_os_str())?;
         let mut argv = vec![cstring("argument", &cmd.program)?];
@@ -742,6 +798,10 @@ pub(super) struct Fds {
     null: Option<OwnedFd>,
     result: Option<(OwnedFd, OwnedFd)>,
     stdio: [Stdio; 3],
+    /// The userfaultfd socket pair of a watched closure: the supervisor's end, and the
+    /// context's (taken by the workload when it sends its userfaultfd).
+    watch: Option<OwnedFd>,
+    watch_child: std::cell::Cell<Option<OwnedFd>>,
 }
 
 /// The supervisor's ends, after the child was created.
@@ -751,6 +811,7 @@ struct ParentFds {
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
     result: Option<OwnedFd>,
+    watch: Option<OwnedFd>,
 }
 
 fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
@@ -804,7 +865,20 @@ impl Fds {
         } else {
             None
         };
+        let (watch, watch_child) = if closure && config.watch_regions {
+            let e = |e: io::Error| ProcessError::CreateFd {
+                what: "userfaultfd socket pair",
+                source: e,
+            };
+            let (p, c) = crate::sys::scm::seqpacket_pair().map_err(e)?;
+            rustix::fs::fcntl_setfl(&p, OFlags::NONBLOCK).map_err(|x| e(x.into()))?;
+            (Some(p), Some(c))
+        } else {
+            (None, None)
+        };
         Ok(Fds {
+            watch,
+            watch_child: std::cell::Cell::new(watch_child),
             sync_rd,
             sync_wr,
             rep_rd,
@@ -822,6 +896,7 @@ impl Fds {
         for p in [&self.out, &self.err, &self.result].into_iter().flatten() {
             close.push(p.0.as_fd());
         }
+        close.extend(self.watch.as_ref().map(|w| w.as_fd()));
         Prologue {
             sync: self.sync_rd.as_fd(),
             report: self.rep_wr.as_fd(),
@@ -857,7 +932,13 @@ impl Fds {
             out: self.out.map(|p| p.0),
             err: self.err.map(|p| p.0),
             result: self.result.map(|p| p.0),
+            watch: self.watch,
         }
+    }
+
+    /// The context's end of the userfaultfd socket pair, once (the workload takes it).
+    fn take_watch_child(&self) -> Option<OwnedFd> {
+        self.watch_child.take()
     }
 }
 
@@ -906,6 +987,7 @@ pub struct Running<'a> {
     released: Instant,
     pending: Vec<u8>,
     reaped: bool,
+    watcher: Option<uffd_watch::Watcher>,
 }
 
 impl<'a> Running<'a> {
@@ -929,6 +1011,7 @@ impl<'a> Running<'a> {
             released: Instant::now(),
             pending: Vec::new(),
             reaped: false,
+            watcher: p.watch.map(|w| uffd_watch::Watcher::new(w, pid)),
         }
     }
 
@@ -1074,6 +1157,25 @@ impl<'a> Running<'a> {
             Sink::default(),
         );
         let (mut timed_out, mut cpu_exceeded, mut killed) = (false, false, false);
+        let mut watched: Vec<ViolationInfo> = Vec::new();
+        // Live violations (watched memory, memory pressure) go to the callback at once.
+        let deliver = |v: &ViolationInfo| {
+            if let Some(cb) = &cfg.on_violation {
+                cb(v);
+            }
+        };
+        let pressure_watch = cfg.limits.memory_pressure;
+        let mut psi = match (pressure_watch, &self.leaf) {
+            (Some(w), Some(leaf)) => Some(
+                leaf.memory_pressure_trigger(w.kind, w.stall, w.window)
+                    .map_err(|source| ProcessError::Cgroup {
+                        operation: "memory.pressure trigger",
+                        source,
+                    })?,
+            ),
+            _ => None,
+        };
+        let (mut psi_events, mut psi_first) = (0u64, None::<Instant>);
         let result_cap = cfg.max_result_bytes.saturating_add(8);
         loop {
             let now = Instant::now();
@@ -1086,7 +1188,7 @@ impl<'a> Running<'a> {
             if cpu_limit.is_some() && !killed {
                 wait = wait.min(CPU_CHECK);
             }
-            let exited = {
+            let (exited, psi_fired, psi_gone) = {
                 let mut pfds = vec![PollFd::new(&self.pidfd, PollFlags::IN)];
                 if !rep.eof {
                     pfds.push(PollFd::new(&self.report, PollFlags::IN));
@@ -1102,10 +1204,71 @@ impl<'a> Running<'a> {
                         pfds.push(PollFd::new(fd, PollFlags::IN));
                     }
                 }
+                if let Some(fd) = self.watcher.as_ref().and_then(|w| w.poll_fd()) {
+                    pfds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                }
+                let psi_at = psi.as_ref().map(|t| {
+                    pfds.push(PollFd::new(t, PollFlags::PRI));
+                    pfds.len() - 1
+                });
                 poll_fds(&mut pfds, wait)?;
-                pfds[0].revents().contains(PollFlags::IN)
+                let psi_rev = psi_at.map(|i| pfds[i].revents());
+                (
+                    pfds[0].revents().contains(PollFlags::IN),
+                    psi_rev.is_some_and(|r| r.contains(PollFlags::PRI)),
+                    psi_rev.is_some_and(|r| r.intersects(PollFlags::ERR | PollFlags::NVAL)),
+                )
             };
+            if psi_gone {
+                psi = None;
+            }
+            if psi_fired && let Some(w) = pressure_watch {
+                psi_events += 1;
+                let now = Instant::now();
+                let first = *psi_first.get_or_insert(now);
+                let kill = !killed && w.kill_after.is_some_and(|d| now - first >= d);
+                let report = psi_events == 1 || kill;
+                if report {
+                    let v = ViolationInfo {
+                        address: None,
+                        kind: ViolationKind::MemoryPressure {
+                            stall_us: w.stall.as_micros() as u64,
+                            window_us: w.window.as_micros() as u64,
+                            killed: kill,
+                        },
+                        region: None,
+                        context: None,
+                        thread_id: None,
+                        pid: Some(self.pid),
+                        timestamp: SystemTime::now(),
+                    };
+                    deliver(&v);
+                    watched.push(v);
+                }
+                if kill {
+                    killed = true;
+                    psi = None;
+                    self.kill()?;
+                }
+            }
             self.drain(&mut rep, &mut out, &mut err, &mut res, result_cap)?;
+            if let Some(w) = &mut self.watcher {
+                let v = w.service().map_err(|source| ProcessError::Supervise {
+                    operation: "reading the context's userfaultfd",
+                    source,
+                })?;
+                if let Some(v) = v {
+                    // A write to a watched range: the writer is blocked in the kernel; end the
+                    // whole context (and only it) before anything else runs there.
+                    self.watcher = None;
+                    deliver(&v);
+                    watched.push(v);
+                    if !killed {
+                        killed = true;
+                        self.kill()?;
+                    }
+                }
+            }
             if exited {
                 break;
             }
@@ -1154,6 +1317,8 @@ impl<'a> Running<'a> {
             oom_kills: 0,
             pids_limit_hits: 0,
             seccomp_killed: status.signal() == Some(libc::SIGSYS),
+            memory_high_events: 0,
+            memory_pressure_events: psi_events,
             memory_peak: None,
             max_rss_bytes: usage.max_rss_bytes,
             cpu_time: usage.user + usage.system,
@@ -1164,11 +1329,14 @@ impl<'a> Running<'a> {
             stdout: out.data,
             stderr: err.data,
         };
+        // The trigger (if still armed) goes before the leaf it watches.
+        drop(psi);
         if let Some(leaf) = self.leaf.take() {
             let cg =
                 |operation: &'static str| move |source| ProcessError::Cgroup { operation, source };
             let mem = leaf.memory_events().map_err(cg("memory.events read"))?;
             outcome.oom_kills = mem.oom_kill;
+            outcome.memory_high_events = mem.high;
             outcome.oom_killed = mem.oom_kill > 0;
             if leaf
                 .controllers()
@@ -1196,12 +1364,12 @@ impl<'a> Running<'a> {
         {
             outcome.cpu_time_exceeded = true;
         }
-        outcome.violations = violations(&outcome, cfg);
-        if let Some(cb) = &cfg.on_violation {
-            for v in &outcome.violations {
-                cb(v);
-            }
+        let ended = violations(&outcome, cfg);
+        for v in &ended {
+            deliver(v);
         }
+        watched.extend(ended);
+        outcome.violations = watched;
         Ok((outcome, res.data, res.overflow))
     }
 
@@ -1427,6 +1595,42 @@ mod tests {
     fn names_list_namespaces() {
         assert_eq!(ns_names(Namespaces::USER | Namespaces::PID), "USER|PID");
         assert_eq!(ns_names(Namespaces::empty()), "none");
+    }
+
+    #[test]
+    fn sysfs_follows_the_network_namespace() {
+        if !crate::features().user_namespaces.available {
+            return; // ProcessIsolation::new refuses USER without them; nothing to plan
+        }
+        let plan = |c: ProcessConfig| {
+            ProcessIsolation::new(c.cgroup(CgroupUse::Off))
+                .unwrap()
+                .mounts
+                .iter()
+                .map(MountStep::describe)
+                .filter(|d| d.contains("/sys"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(plan(ProcessConfig::new()), ["sysfs on /sys read-only"]);
+        assert_eq!(
+            plan(ProcessConfig::new().network(Network::Host)),
+            ["mask /sys (empty read-only tmpfs)"]
+        );
+        assert_eq!(
+            plan(ProcessConfig::new().sysfs(Sysfs::Masked)),
+            ["mask /sys (empty read-only tmpfs)"]
+        );
+        assert!(plan(ProcessConfig::new().sysfs(Sysfs::Host)).is_empty());
+        // Without the mount namespace: only an explicit mask is a contradiction.
+        let mut c = ProcessConfig::new()
+            .namespaces(Namespaces::USER)
+            .read_only_root(false)
+            .cgroup(CgroupUse::Off);
+        c.tmpfs.clear();
+        c.mount_proc = false;
+        assert!(ProcessIsolation::new(c.clone()).unwrap().mounts.is_empty());
+        let e = ProcessIsolation::new(c.sysfs(Sysfs::Masked)).unwrap_err();
+        assert!(matches!(e, ProcessError::InvalidConfig(_)), "{e}");
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub struct Outcome {
     pub pids_limit_hits: u64,
     /// The workload died of `SIGSYS` (a seccomp kill).
     pub seccomp_killed: bool,
+    /// `memory.events high`: how often the context was throttled over `memory.high`.
+    pub memory_high_events: u64,
+    /// How often the [`super::MemoryPressureWatch`] trigger fired.
+    pub memory_pressure_events: u64,
     /// `memory.peak` of the context's cgroup, in bytes (cgroup v2, Linux 5.19).
     pub memory_peak: Option<u64>,
     /// The largest resident set of any process of the context (`ru_maxrss`), in bytes.
