@@ -8,7 +8,12 @@ use clap::{Parser, Subcommand};
 
 mod completions;
 mod demo;
+mod kill;
+mod list;
 mod probe;
+mod run;
+mod stats;
+mod top;
 
 /// Probe, run and watch nebula-memory isolation contexts.
 #[derive(Parser, Debug)]
@@ -22,6 +27,11 @@ pub(crate) struct Cli {
 enum Command {
     Probe(probe::Probe),
     Demo(demo::Demo),
+    Run(Box<run::Run>),
+    List(list::List),
+    Stats(stats::StatsCmd),
+    Kill(kill::Kill),
+    Top(top::Top),
     Completions(completions::Completions),
     #[command(hide = true)]
     Man(completions::Man),
@@ -32,6 +42,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe(p) => p.run(),
         Command::Demo(d) => d.run(),
+        Command::Run(r) => (*r).run(),
+        Command::List(l) => l.run(),
+        Command::Stats(s) => s.run(),
+        Command::Kill(k) => k.run(),
+        Command::Top(t) => t.run(),
         Command::Completions(c) => c.run(),
         Command::Man(m) => m.run(),
     };

@@ -126,6 +126,8 @@
 mod child;
 mod config;
 mod outcome;
+pub mod profile;
+pub mod registry;
 pub mod uffd_watch;
 
 pub use config::MemoryPressureWatch;

@@ -1,0 +1,370 @@
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nebula_memory::cgroup::{CpuMax, IoMax, Limit, format_size};
+use nebula_memory::isolation::process::profile::{self as pf, RunProfile, format_duration};
+use nebula_memory::isolation::process::registry::{EntryLimits, Registry};
+use nebula_memory::isolation::process::{
+    BindMount, Command, MemoryEnforcement, Network, Outcome, ProcessError, ProcessIsolation,
+    TmpfsMount,
+};
+use nebula_memory::seccomp::Profile as Seccomp;
+use nebula_memory::violation::ViolationKind;
+
+/// Exit code when nebula-ctl refuses or fails to create the context.
+pub const REFUSED: u8 = 125;
+/// Exit code for a usage error (bad flag, bad profile).
+pub const USAGE: u8 = 2;
+
+/// Run a command in a process context (namespaces, cgroup v2 limits, seccomp, read-only root).
+///
+/// Every option is also a key of a TOML profile (--profile) with the same name (`memory =
+/// "64M"`, `ro-root = false`, `env = ["K=V"]`); flags override the profile. Stdin, stdout and
+/// stderr pass through. When the context did not end normally, one line on stderr says why
+/// (`killed: out of memory (...)`, `killed: time limit 30s`, ...).
+///
+/// Exit status: the command's own exit code; 128+N when signal N ended it (137: SIGKILL, e.g.
+/// an OOM kill, a time limit or `nebula-ctl kill`); 2: a usage error (a bad flag, a profile
+/// with an unknown key or a bad value); 125: nebula-ctl refused or failed to create the
+/// context, e.g. a limit this host cannot enforce (--memory without cgroup v2: the message
+/// names the reason); 126: the command could not be executed; 127: the command was not found.
+#[derive(clap::Args, Debug)]
+pub struct Run {
+    /// Memory limit (memory.max), e.g. 64M, 1.5G; beyond it the context is OOM-killed.
+    #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
+    memory: Option<u64>,
+    /// Memory throttling threshold (memory.high).
+    #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
+    memory_high: Option<u64>,
+    /// Swap limit (memory.swap.max).
+    #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
+    swap: Option<u64>,
+    /// CPU bandwidth (cpu.max): 0.5 or 50% of one CPU, 2 for two CPUs.
+    #[arg(long, value_name = "CPUS", value_parser = pf::parse_cpu)]
+    cpu: Option<CpuMax>,
+    /// Most processes and threads (pids.max).
+    #[arg(long, value_name = "N", value_parser = pf::parse_count)]
+    pids: Option<u64>,
+    /// I/O limit (io.max), "DEV rbps=SIZE,wbps=SIZE,riops=N,wiops=N"; DEV is MAJ:MIN or a
+    /// device path. Repeatable.
+    #[arg(long, value_name = "DEV RATES", value_parser = pf::parse_io)]
+    io: Vec<IoMax>,
+    /// Wall-clock limit, e.g. 500ms, 30s, 2m; then the context is killed.
+    #[arg(long, value_name = "DURATION", value_parser = pf::parse_duration)]
+    time: Option<Duration>,
+    /// CPU-time limit of the whole context.
+    #[arg(long, value_name = "DURATION", value_parser = pf::parse_duration)]
+    cpu_time: Option<Duration>,
+    /// Network: none (own namespace, only lo; the default) or host.
+    #[arg(long, value_name = "none|host", value_parser = pf::parse_net)]
+    net: Option<Network>,
+    /// Seccomp profile: default, strict, deny-network or none.
+    #[arg(long, value_name = "PROFILE", value_parser = pf::parse_seccomp)]
+    seccomp: Option<Seccomp>,
+    /// Read-only root (the default); --rw-root turns it off.
+    #[arg(long, overrides_with = "rw_root")]
+    ro_root: bool,
+    /// Writable root (the TOML twin is `ro-root = false`).
+    #[arg(long, overrides_with = "ro_root")]
+    rw_root: bool,
+    /// A private tmpfs at PATH (default size 64M; /tmp has one already). Repeatable.
+    #[arg(long, value_name = "PATH[:SIZE]", value_parser = pf::parse_tmpfs)]
+    tmpfs: Vec<TmpfsMount>,
+    /// Bind-mount host path SRC at DST (writable unless :ro). Repeatable.
+    #[arg(long, value_name = "SRC:DST[:ro]", value_parser = pf::parse_bind)]
+    bind: Vec<BindMount>,
+    /// The host uid (and gid) that root inside the context maps to.
+    #[arg(long, value_name = "UID[:GID]", value_parser = pf::parse_uid)]
+    uid: Option<(u32, u32)>,
+    /// The hostname inside.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// An environment variable of the command (the environment is empty otherwise).
+    /// Repeatable.
+    #[arg(long, value_name = "K=V", value_parser = pf::parse_env)]
+    env: Vec<(String, String)>,
+    /// Working directory inside.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// A TOML profile with any of the options above (flags override it).
+    #[arg(long, value_name = "FILE.toml")]
+    profile: Option<PathBuf>,
+    /// The context's name in `nebula-ctl list` (unique among running contexts).
+    #[arg(long, value_parser = pf::parse_name)]
+    name: Option<String>,
+    /// Print a JSON outcome record on stderr when the context ends.
+    #[arg(long)]
+    json: bool,
+    /// Write the JSON outcome record to FILE instead (implies --json).
+    #[arg(long, value_name = "FILE")]
+    json_file: Option<PathBuf>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+fn refuse(code: u8, e: &dyn std::error::Error) -> ExitCode {
+    let refused = if code == REFUSED { "refused: " } else { "" };
+    eprintln!("nebula-ctl: {refused}{e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        eprintln!("  caused by: {s}");
+        src = s.source();
+    }
+    ExitCode::from(code)
+}
+
+fn error_code(e: &ProcessError) -> u8 {
+    match e {
+        ProcessError::InvalidConfig(_) => USAGE,
+        ProcessError::ProgramNotFound { .. } => 127,
+        ProcessError::Setup {
+            step: "execve",
+            source,
+            ..
+        } => match source.raw_os_error() {
+            Some(libc::ENOENT) => 127,
+            _ => 126,
+        },
+        _ => REFUSED,
+    }
+}
+
+impl Run {
+    fn flags(&self) -> RunProfile {
+        RunProfile {
+            name: self.name.clone(),
+            memory: self.memory,
+            memory_high: self.memory_high,
+            swap: self.swap,
+            cpu: self.cpu,
+            pids: self.pids,
+            io: self.io.clone(),
+            time: self.time,
+            cpu_time: self.cpu_time,
+            net: self.net,
+            seccomp: self.seccomp,
+            ro_root: match (self.ro_root, self.rw_root) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            tmpfs: self.tmpfs.clone(),
+            bind: self.bind.clone(),
+            uid: self.uid,
+            hostname: self.hostname.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+        }
+    }
+
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let base = match &self.profile {
+            Some(f) => match RunProfile::load(f) {
+                Ok(p) => p,
+                Err(e) => return Ok(refuse(USAGE, &e)),
+            },
+            None => RunProfile::default(),
+        };
+        let p = base.overlay(self.flags());
+        let iso = match ProcessIsolation::new(p.to_config()) {
+            Ok(i) => i,
+            Err(e) => return Ok(refuse(error_code(&e), &e)),
+        };
+        let cmd = Command::new(&self.command[0]).args(&self.command[1..]);
+        let running = match iso.spawn_command(&cmd) {
+            Ok(r) => r,
+            Err(e) => return Ok(refuse(error_code(&e), &e)),
+        };
+        let limits = EntryLimits {
+            memory_max: p.memory,
+            memory_high: p.memory_high,
+            swap_max: p.swap,
+            cpus: p.cpu.and_then(|c| c.fraction()),
+            pids_max: p.pids,
+            time_secs: p.time.map(|d| d.as_secs_f64()),
+            cpu_time_secs: p.cpu_time.map(|d| d.as_secs_f64()),
+        };
+        let command = self
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let registration = match Registry::open_default().register(
+            p.name.clone(),
+            running.pid(),
+            running.cgroup().map(|l| l.path().to_owned()),
+            limits,
+            command,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                drop(running); // kills and reaps the context
+                return Ok(refuse(REFUSED, &e));
+            }
+        };
+        let id = registration.entry().id.clone();
+        let result = running.wait();
+        let by_admin = registration.killed_by_registry();
+        drop(registration);
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => return Ok(refuse(error_code(&e), &e)),
+        };
+        let line = if by_admin && outcome.status.signal() == Some(libc::SIGKILL) {
+            Some("killed: by nebula-ctl kill".to_owned())
+        } else {
+            summary(&outcome, &p)
+        };
+        if let Some(line) = line {
+            eprintln!("{line}");
+        }
+        if self.json || self.json_file.is_some() {
+            let rec = record(&outcome, &id, p.name.as_deref());
+            let text = serde_json::to_string(&rec)?;
+            match &self.json_file {
+                Some(f) => {
+                    if let Err(e) = std::fs::write(f, format!("{text}\n")) {
+                        eprintln!("nebula-ctl: cannot write {}: {e}", f.display());
+                        return Ok(ExitCode::from(REFUSED));
+                    }
+                }
+                None => eprintln!("{text}"),
+            }
+        }
+        Ok(ExitCode::from(
+            outcome.status.shell_code().clamp(0, 255) as u8
+        ))
+    }
+}
+
+/// `64.0M`: a size with one decimal in the largest binary unit below it.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 5] = [(40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, "B")];
+    for (shift, u) in UNITS {
+        if bytes >= 1u64 << shift && shift > 0 {
+            return format!("{:.1}{u}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
+fn signal_name(sig: i32) -> String {
+    let names = [
+        (1, "SIGHUP"),
+        (2, "SIGINT"),
+        (3, "SIGQUIT"),
+        (4, "SIGILL"),
+        (5, "SIGTRAP"),
+        (6, "SIGABRT"),
+        (7, "SIGBUS"),
+        (8, "SIGFPE"),
+        (9, "SIGKILL"),
+        (11, "SIGSEGV"),
+        (13, "SIGPIPE"),
+        (14, "SIGALRM"),
+        (15, "SIGTERM"),
+        (24, "SIGXCPU"),
+        (25, "SIGXFSZ"),
+        (31, "SIGSYS"),
+    ];
+    names
+        .iter()
+        .find(|(n, _)| *n == sig)
+        .map_or_else(|| format!("signal {sig}"), |(_, s)| (*s).to_owned())
+}
+
+/// The one line on stderr when the context did not end normally.
+fn summary(o: &Outcome, p: &RunProfile) -> Option<String> {
+    if o.oom_killed {
+        let max = p.memory.map_or_else(String::new, |m| {
+            format!("memory.max={}, ", format_size(Limit::Value(m)))
+        });
+        let peak = o.memory_peak.map_or_else(
+            || "peak unknown".to_owned(),
+            |b| format!("peak {}", human(b)),
+        );
+        return Some(format!("killed: out of memory ({max}{peak})"));
+    }
+    if o.timed_out {
+        let t = p.time.map(format_duration).unwrap_or_default();
+        return Some(format!("killed: time limit {t}"));
+    }
+    if o.cpu_time_exceeded {
+        let t = p.cpu_time.map(format_duration).unwrap_or_default();
+        return Some(format!("killed: cpu time limit {t}"));
+    }
+    if o.seccomp_killed {
+        let nr = o.violations.iter().find_map(|v| match v.kind {
+            ViolationKind::Seccomp { syscall } => syscall,
+            _ => None,
+        });
+        let what = match nr {
+            Some(n) => match u32::try_from(n)
+                .ok()
+                .and_then(nebula_memory::seccomp::syscalls::name)
+            {
+                Some(name) => format!("syscall {n} / {name}"),
+                None => format!("syscall {n}"),
+            },
+            None => "SIGSYS; the kernel does not report which syscall to the parent".to_owned(),
+        };
+        let profile = p.seccomp.unwrap_or(Seccomp::Default);
+        return Some(format!(
+            "killed: seccomp violation ({what}; profile {profile})"
+        ));
+    }
+    if o.pids_limit_hits > 0 {
+        let max = p
+            .pids
+            .map_or_else(String::new, |m| format!(", pids.max={m}"));
+        let pre = if o.status.signal().is_some() {
+            "killed: "
+        } else {
+            ""
+        };
+        return Some(format!(
+            "{pre}pids limit: {} fork(s) refused{max}",
+            o.pids_limit_hits
+        ));
+    }
+    if o.memory_limit == MemoryEnforcement::RlimitAs && o.status.signal().is_some() {
+        return Some(format!(
+            "killed: {} (memory limited by RLIMIT_AS)",
+            signal_name(o.status.signal().unwrap_or(0))
+        ));
+    }
+    o.status
+        .signal()
+        .map(|s| format!("killed: {} (signal {s})", signal_name(s)))
+}
+
+/// The JSON outcome record.
+fn record(o: &Outcome, id: &str, name: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "name": name,
+        "pid": o.pid,
+        "exit_code": match o.status {
+            nebula_memory::isolation::process::ExitStatus::Exited(c) => Some(c),
+            _ => None,
+        },
+        "signal": o.status.signal(),
+        "shell_code": o.status.shell_code(),
+        "oom_killed": o.oom_killed,
+        "oom_kills": o.oom_kills,
+        "timed_out": o.timed_out,
+        "cpu_time_exceeded": o.cpu_time_exceeded,
+        "seccomp_killed": o.seccomp_killed,
+        "pids_limit_hits": o.pids_limit_hits,
+        "memory_peak": o.memory_peak,
+        "max_rss_bytes": o.max_rss_bytes,
+        "cpu_time": o.cpu_time.as_secs_f64(),
+        "wall_time": o.wall_time.as_secs_f64(),
+        "memory_enforcement": o.memory_limit,
+        "cgroup": o.cgroup,
+        "violations": o.violations.iter().map(|v| format!("{:?}", v.kind)).collect::<Vec<_>>(),
+    })
+}
