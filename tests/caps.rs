@@ -119,6 +119,17 @@ fn drop_to_nobody_keeps_exactly_the_plan() {
 #[ignore = "helper: run by drop_to_nobody_keeps_exactly_the_plan in a child process"]
 fn helper_drop_to_nobody() {
     let Some(file) = helper_mode() else { return };
+    // The execve below runs as nobody, who may not be able to reach the test binary where
+    // cargo put it (e.g. a target directory under /root): exec a world-readable copy.
+    // The copy goes next to the scratch file, which the parent test removes.
+    let exe_dir = file.parent().unwrap().to_path_buf();
+    let exe = exe_dir.join("caps-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let before = status();
     let plan = CapsPlan::drop_all()
         .keep(Capability::CAP_CHOWN)
@@ -165,7 +176,7 @@ fn helper_drop_to_nobody() {
         Some(libc::EPERM)
     );
     // Across execve: ambient survives for the non-root uid, CAP_CHOWN (not ambient) does not.
-    let out = Command::new(std::env::current_exe().unwrap())
+    let out = Command::new(&exe)
         .args([
             "--exact",
             "helper_print_status",
