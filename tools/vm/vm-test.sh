@@ -64,6 +64,11 @@ mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,tests}
 cp "$BUSYBOX" "$R/bin/busybox"; ln -s busybox "$R/bin/sh"
 add_with_libs() {                             # $1 host file, $2 path inside the guest
     mkdir -p "$(dirname "$R$2")"; cp -L "$1" "$R$2"
+    # Debug info is most of a test binary (wasmtime's especially): 23 binaries come to 4 GB
+    # with it, more than an initrd may be; without it, ~5 MB each. VM_STRIP=0 keeps it.
+    if [[ ${VM_STRIP:-1} == 1 ]] && command -v strip >/dev/null; then
+        strip --strip-debug "$R$2" 2>/dev/null || true
+    fi
     local lib
     for lib in $(LC_ALL=C ldd "$1" 2>/dev/null | grep -o '/[^ ]*' || true); do
         [[ -e $R$lib ]] || cp --parents -L "$lib" "$R"
