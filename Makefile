@@ -30,7 +30,7 @@ doc:
 host-test:
 	$(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
-	$(CARGO) test --features wasm --test wasm --test levels
+	$(CARGO) test --features wasm --test wasm --test levels --test cli_levels
 	$(CARGO) test --doc --features wasm
 
 # Tier 3: every test binary in one qemu TCG guest with cgroup v2, NEBULA_TEST_REQUIRE=all.

@@ -1672,3 +1672,77 @@ impl WasmContext {
         err
     }
 }
+
+/// What a module run by [`run_module`] (the `nebula-ctl run --wasm` convention) produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleRun {
+    /// The exit status: `run`'s result (0..=255, anything else is 1), 0 after `_start`.
+    pub exit_code: u8,
+    /// The bytes the module's optional `output` export pointed at.
+    pub stdout: Vec<u8>,
+}
+
+/// Runs a module by the convention in the module docs ("Entry point for `nebula-ctl run
+/// --wasm`"): `run(ptr, len)` with the NUL-terminated arguments written at `alloc(len)`,
+/// else `_start`; then the optional `output` export.
+///
+/// # Errors
+/// The compile, instantiate and trap errors of this level; `ExportNotFound` when the module
+/// has neither `run` nor `_start`, or arguments were given without `run` and `alloc`.
+pub fn run_module(
+    bytes: &[u8],
+    args: &[std::ffi::OsString],
+    config: WasmConfig,
+) -> Result<ModuleRun, WasmError> {
+    let iso = WasmIsolation::new(WasmConfig {
+        max_contexts: 1,
+        ..config
+    })?;
+    let mut ctx = iso.create_wasm_context(bytes)?;
+    let mut packed = Vec::new();
+    for a in args {
+        packed.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()));
+        packed.push(0);
+    }
+    let has = |ctx: &mut WasmContext, name: &str| -> Result<bool, WasmError> {
+        let instance = ctx.instance()?;
+        Ok(instance.get_func(&mut ctx.store, name).is_some())
+    };
+    let code = if has(&mut ctx, "run")? {
+        let (ptr, len) = if packed.is_empty() {
+            (0, 0)
+        } else {
+            let len = i32::try_from(packed.len()).map_err(|_| {
+                WasmError::Configure(format!(
+                    "{} bytes of arguments do not fit a wasm32 length",
+                    packed.len()
+                ))
+            })?;
+            let ptr = iso.call_typed::<i32, i32>(&mut ctx, "alloc", len)?;
+            ctx.write_memory(ptr as u32 as usize, &packed)?;
+            (ptr, len)
+        };
+        iso.call_typed::<(i32, i32), i32>(&mut ctx, "run", (ptr, len))?
+    } else if packed.is_empty() {
+        iso.call_typed::<(), ()>(&mut ctx, "_start", ())?;
+        0
+    } else {
+        return Err(WasmError::ExportNotFound {
+            context: ctx.id,
+            export: "run (arguments were given)".into(),
+        });
+    };
+    let stdout = if has(&mut ctx, "output")? {
+        let v = iso.call_typed::<(), i64>(&mut ctx, "output", ())?;
+        let (ptr, len) = ((v as u64 >> 32) as usize, (v as u64 & 0xffff_ffff) as usize);
+        let mut buf = vec![0u8; len];
+        ctx.read_memory(ptr, &mut buf)?;
+        buf
+    } else {
+        Vec::new()
+    };
+    Ok(ModuleRun {
+        exit_code: u8::try_from(code).unwrap_or(1),
+        stdout,
+    })
+}

@@ -12,6 +12,7 @@ mod kill;
 mod list;
 mod probe;
 mod run;
+mod run_other;
 mod stats;
 mod top;
 

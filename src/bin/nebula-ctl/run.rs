@@ -100,9 +100,29 @@ pub struct Run {
     /// Write the JSON outcome record to FILE instead (implies --json).
     #[arg(long, value_name = "FILE")]
     json_file: Option<PathBuf>,
+    /// The isolation level: `process` (default), or `critical` (the command in its own
+    /// virtual machine; takes --memory and --time only).
+    #[arg(long, value_enum, default_value_t = Level::Process)]
+    level: Level,
+    /// Run a wasm module instead of a command (built with the `wasm` feature); the
+    /// arguments after `--` go to its `run` export. Takes --memory, --time and --fuel.
+    #[arg(long, value_name = "MODULE.wasm", conflicts_with = "level")]
+    wasm: Option<PathBuf>,
+    /// With --wasm: the instruction budget (wasmtime fuel units).
+    #[arg(long, value_name = "N", requires = "wasm")]
+    fuel: Option<u64>,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "wasm", value_name = "CMD")]
     command: Vec<OsString>,
+}
+
+/// Which level `run` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Level {
+    /// A process context.
+    Process,
+    /// A virtual machine.
+    Critical,
 }
 
 fn refuse(code: u8, e: &dyn std::error::Error) -> ExitCode {
@@ -169,6 +189,12 @@ impl Run {
             None => RunProfile::default(),
         };
         let p = base.overlay(self.flags());
+        if let Some(module) = &self.wasm {
+            return Ok(crate::run_other::wasm(&p, module, self.fuel, &self.command));
+        }
+        if self.level == Level::Critical {
+            return Ok(crate::run_other::critical(&p, &self.command));
+        }
         let iso = match ProcessIsolation::new(p.to_config()) {
             Ok(i) => i,
             Err(e) => return Ok(refuse(error_code(&e), &e)),

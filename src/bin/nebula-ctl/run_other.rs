@@ -1,0 +1,139 @@
+//! `run --level critical` (a microVM) and `run --wasm MODULE` (a wasm instance): the levels
+//! whose options are a subset of a process context's.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nebula_memory::isolation::process::profile::RunProfile;
+
+use crate::run::{REFUSED, USAGE};
+
+/// The options of `p` that are set but do not apply to a level that takes only `allowed`.
+fn foreign_options(p: &RunProfile, allowed: &[&str]) -> Vec<&'static str> {
+    let set = [
+        ("memory-high", p.memory_high.is_some()),
+        ("swap", p.swap.is_some()),
+        ("cpu", p.cpu.is_some()),
+        ("pids", p.pids.is_some()),
+        ("io", !p.io.is_empty()),
+        ("cpu-time", p.cpu_time.is_some()),
+        ("net", p.net.is_some()),
+        ("seccomp", p.seccomp.is_some()),
+        ("ro-root", p.ro_root.is_some()),
+        ("tmpfs", !p.tmpfs.is_empty()),
+        ("bind", !p.bind.is_empty()),
+        ("uid", p.uid.is_some()),
+        ("hostname", p.hostname.is_some()),
+        ("env", !p.env.is_empty()),
+        ("cwd", p.cwd.is_some()),
+        ("memory", p.memory.is_some()),
+        ("time", p.time.is_some()),
+    ];
+    set.iter()
+        .filter(|(name, on)| *on && !allowed.contains(name))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+fn usage(level: &str, foreign: &[&str], supported: &str) -> ExitCode {
+    eprintln!(
+        "nebula-ctl: --{} does not apply to {level}; it takes {supported}",
+        foreign.join(", --")
+    );
+    ExitCode::from(USAGE)
+}
+
+/// `run --level critical`: the command in its own virtual machine.
+pub fn critical(p: &RunProfile, command: &[OsString]) -> ExitCode {
+    use nebula_memory::isolation::hardware;
+    let foreign = foreign_options(p, &["memory", "time"]);
+    if !foreign.is_empty() {
+        return usage("--level critical", &foreign, "--memory and --time");
+    }
+    match hardware::run_cli(command, p.memory, p.time) {
+        Ok(o) => {
+            if let Some(e) = o.error(p.time) {
+                eprintln!("nebula-ctl: {e}");
+            }
+            ExitCode::from(o.exit_code().clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("nebula-ctl: refused: {e}");
+            ExitCode::from(REFUSED)
+        }
+    }
+}
+
+/// `run --wasm MODULE`: the module in a wasm instance, by the convention of
+/// `nebula_memory::isolation::wasm::run_module`.
+pub fn wasm(p: &RunProfile, module: &Path, fuel: Option<u64>, args: &[OsString]) -> ExitCode {
+    let foreign = foreign_options(p, &["memory", "time"]);
+    if !foreign.is_empty() {
+        return usage("--wasm", &foreign, "--memory, --time and --fuel");
+    }
+    run_wasm(p.memory, p.time, fuel, module, args)
+}
+
+#[cfg(feature = "wasm")]
+fn run_wasm(
+    memory: Option<u64>,
+    time: Option<Duration>,
+    fuel: Option<u64>,
+    module: &Path,
+    args: &[OsString],
+) -> ExitCode {
+    use nebula_memory::IsolationError;
+    use nebula_memory::isolation::wasm::{WasmConfig, WasmError, run_module};
+    use std::io::Write;
+    let bytes = match std::fs::read(module) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("nebula-ctl: cannot read {}: {e}", module.display());
+            return ExitCode::from(USAGE);
+        }
+    };
+    let mut config = WasmConfig {
+        fuel,
+        ..WasmConfig::default()
+    };
+    if let Some(m) = memory {
+        config.memory_limit = m as usize;
+    }
+    if time.is_some() {
+        config.deadline = time;
+    }
+    match run_module(&bytes, args, config) {
+        Ok(run) => {
+            let _ = std::io::stdout().write_all(&run.stdout);
+            ExitCode::from(run.exit_code)
+        }
+        Err(e) => {
+            let code = match &e {
+                WasmError::OutOfFuel { .. } | WasmError::DeadlineExceeded { .. } => 124,
+                WasmError::LimitRefused { .. } | WasmError::ModuleTooLarge { .. } => 125,
+                WasmError::Compile { .. }
+                | WasmError::NoMemoryExport
+                | WasmError::UnresolvedImport { .. } => 126,
+                _ => 134,
+            };
+            eprintln!("killed: {}", IsolationError::from(e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+#[cfg(not(feature = "wasm"))]
+fn run_wasm(
+    _: Option<u64>,
+    _: Option<Duration>,
+    _: Option<u64>,
+    _: &Path,
+    _: &[OsString],
+) -> ExitCode {
+    eprintln!(
+        "nebula-ctl: refused: this nebula-ctl was built without the wasm level; rebuild with `cargo build --features wasm`"
+    );
+    ExitCode::from(REFUSED)
+}
