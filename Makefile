@@ -44,7 +44,9 @@ vm-test:
 deps:
 	tools/vm/deps.sh
 
+# make test fuzzes the channel decoder for a bounded time too (FUZZ_SECONDS, 20 s here).
 test: deps lint host-test vm-test
+	$(MAKE) fuzz FUZZ_SECONDS=20
 
 bench:
 	for b in region_alloc channel violation spawn pkey_switch; do $(CARGO) bench --bench $$b || exit 1; done
@@ -53,9 +55,13 @@ bench:
 # Fuzz the channel decoder (cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the one
 # stable toolchain here accept them). FUZZ_SECONDS bounds the run.
 FUZZ_SECONDS ?= 60
+# The corpus is kept beside the build cache so later runs start from what earlier ones found.
+FUZZ_CORPUS = $(CARGO_TARGET_DIR)/fuzz-corpus/channel_decode
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run channel_decode -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512
+	mkdir -p $(FUZZ_CORPUS)
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir $(CARGO_TARGET_DIR)/fuzz channel_decode \
+	  $(FUZZ_CORPUS) -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -print_final_stats=1
 
 man:
 	mkdir -p $(CARGO_TARGET_DIR)/man
