@@ -335,3 +335,71 @@ fn the_cli_entry_point_runs_a_host_shell_and_returns_its_exit_code() {
     );
     assert!(hardware::run_cli(&[], None, None).is_err());
 }
+
+/// The escape attempts of the process-level suite that make sense in a guest: read and
+/// write host files, reach a host network interface, see host processes. None may reach
+/// the host: the guest has its own kernel, an initramfs for a root and no network device.
+#[test]
+fn escape_attempts_from_inside_the_vm_never_reach_the_host() {
+    let Some(_vm) = host_tier() else { return };
+    let dir = tempdir("escape");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "host-secret-7f3a").unwrap();
+    let planted = dir.join("planted");
+    let host_pid = std::process::id();
+    let script = format!(
+        "cat {s} 2>/dev/null && echo READ-HOST-FILE; \
+         mkdir -p {d} && echo x > {p} && echo wrote-guest-copy; \
+         echo ifaces: $(ls /sys/class/net); \
+         [ -e /proc/{pid} ] && echo SAW-HOST-PID; \
+         echo procs: $(ls -d /proc/[0-9]* | wc -l); \
+         grep -rqs host-secret-7f3a /bin /etc /tmp /root && echo FOUND-SECRET; \
+         exit 0",
+        s = secret.display(),
+        d = dir.display(),
+        p = planted.display(),
+        pid = host_pid,
+    );
+    let iso = HardwareIsolation::new(tcg()).unwrap();
+    let o = iso
+        .run_command(&GuestCommand::busybox("sh").args(["-c", &script]))
+        .unwrap();
+    let out = o.stdout_text();
+    log(&format!("guest said: {out:?}"));
+    assert_eq!(o.status, Some(0), "{o:?}");
+    assert!(
+        !out.contains("READ-HOST-FILE") && !out.contains("host-secret"),
+        "{out}"
+    );
+    assert!(!out.contains("FOUND-SECRET"), "{out}");
+    // The write landed in the guest's own memory, never on the host.
+    assert!(out.contains("wrote-guest-copy"), "{out}");
+    assert!(
+        !planted.exists(),
+        "a guest write reached the host filesystem"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "host-secret-7f3a"
+    );
+    let ifaces = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ifaces: "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    assert_eq!(ifaces, "lo", "no network device in the guest: {out}");
+    assert!(!out.contains("SAW-HOST-PID") || host_pid < 100, "{out}");
+    let procs: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("procs: "))
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        procs > 0 && procs < 200,
+        "the guest sees its own few processes: {procs}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
