@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{in_helper, mark, run_helper, say, stderr_of};
+
 use std::os::unix::process::ExitStatusExt;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
@@ -18,42 +20,6 @@ use nebula_memory::pkey::{DomainSet, Pkeys, PkruValue, Rights};
 use nebula_memory::violation::{self, Policy, ViolationInfo, ViolationKind};
 
 const SIGABRT: i32 = 6;
-
-fn run_helper(name: &str) -> Output {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("NEBULA_HELPER", "1")
-        .output()
-        .unwrap()
-}
-
-fn in_helper() -> bool {
-    std::env::var_os("NEBULA_HELPER").is_some()
-}
-
-fn stderr_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn mark(o: &Output, key: &str) -> Option<String> {
-    stderr_of(o)
-        .lines()
-        .filter_map(|l| l.strip_prefix("MARK "))
-        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(str::to_owned)
-        .next_back()
-}
-
-fn say(key: &str, value: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "MARK {key}={value}");
-}
 
 fn tid() -> i32 {
     rustix::thread::gettid().as_raw_nonzero().get()

@@ -6,8 +6,9 @@
 
 mod common;
 
+use common::{in_helper, mark, run_helper, say, stderr_of};
+
 use std::os::unix::process::ExitStatusExt;
-use std::process::Output;
 
 use nebula_memory::IsolationError;
 use nebula_memory::isolation::{MemoryIsolation, Permissions};
@@ -16,43 +17,6 @@ use nebula_memory::violation::{self, ViolationInfo, ViolationKind};
 
 const SIGSEGV: i32 = 11;
 const SIGABRT: i32 = 6;
-
-fn run_helper(name: &str) -> Output {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("NEBULA_HELPER", "1")
-        .output()
-        .unwrap()
-}
-
-fn in_helper() -> bool {
-    std::env::var_os("NEBULA_HELPER").is_some()
-}
-
-fn stderr_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Value of `key=` in the helper's `MARK key=value` lines.
-fn mark(o: &Output, key: &str) -> Option<String> {
-    let err = stderr_of(o);
-    err.lines()
-        .filter_map(|l| l.strip_prefix("MARK "))
-        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(str::to_owned)
-        .next_back()
-}
-
-fn say(key: &str, value: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "MARK {key}={value}");
-}
 
 /// A handler that prints what it was given, as JSON, on stderr.
 fn print_handler(info: &ViolationInfo) {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{in_helper, mark, run_helper, say};
+
 use std::process::Output;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,46 +13,6 @@ use std::time::Duration;
 
 use nebula_memory::uffd::{FrozenRegion, LazyRegion, Userfaultfd, WritePolicy};
 use nebula_memory::violation::{self, ViolationInfo, ViolationKind};
-
-fn run_helper(name: &str) -> Output {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("NEBULA_HELPER", "1")
-        .output()
-        .unwrap()
-}
-
-fn in_helper() -> bool {
-    std::env::var_os("NEBULA_HELPER").is_some()
-}
-
-fn marks(o: &Output) -> Vec<(String, String)> {
-    String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .filter_map(|l| l.strip_prefix("MARK "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-fn mark(o: &Output, key: &str) -> Option<String> {
-    marks(o)
-        .into_iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-}
-
-fn say(key: &str, value: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "MARK {key}={value}");
-}
 
 fn available() -> bool {
     common::require(

@@ -40,3 +40,45 @@ pub fn require(cond: bool, reason: &str) -> bool {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Re-executes this test binary to run one ignored helper test in a child process (for
+/// anything that changes process-wide state or is expected to die), with `NEBULA_HELPER=1`.
+pub fn run_helper(name: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NEBULA_HELPER", "1")
+        .output()
+        .unwrap()
+}
+
+/// True inside a helper started by [`run_helper`] (helpers return at once otherwise).
+pub fn in_helper() -> bool {
+    std::env::var_os("NEBULA_HELPER").is_some()
+}
+
+/// A helper's stderr as text.
+pub fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The last value of `key` in a helper's `MARK key=value` lines (see [`say`]).
+pub fn mark(o: &std::process::Output, key: &str) -> Option<String> {
+    stderr_of(o)
+        .lines()
+        .filter_map(|l| l.strip_prefix("MARK "))
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_owned)
+        .next_back()
+}
+
+/// Reports `key=value` from a helper to its parent on the real stderr (not captured).
+pub fn say(key: &str, value: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "MARK {key}={value}");
+}
