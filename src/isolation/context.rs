@@ -726,18 +726,8 @@ impl IsolatedContext {
         callback: impl Fn(&ContextStats) + Send + Sync + 'static,
     ) -> Result<()> {
         let a = &*self.acct;
-        if a.memory_limit == u64::MAX {
-            return Err(IsolationError::InvalidConfig(format!(
-                "{} has no memory limit to take a fraction of; set with_memory_limit",
-                a.id
-            )));
-        }
-        if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(IsolationError::InvalidConfig(format!(
-                "monitor threshold {fraction} is not in (0, 1]"
-            )));
-        }
-        let threshold = ((a.memory_limit as f64) * fraction).ceil() as u64;
+        let threshold =
+            super::monitor_threshold(limit_of(a.memory_limit), fraction, &a.id.to_string())?;
         let m = Monitor {
             threshold,
             fired: std::sync::atomic::AtomicBool::new(false),

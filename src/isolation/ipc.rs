@@ -151,9 +151,7 @@ impl<T: Serialize> ChannelSender<T> {
         receiver: ContextId,
         limits: ChannelLimits,
     ) -> Result<Self> {
-        let fd = crate::sys::fd::adopt_inherited(raw)
-            .map_err(|e| IsolationError::system(format!("adopting inherited fd {raw}"), e))?;
-        Ok(Self::from_fd(fd, sender, receiver, limits))
+        Ok(Self::from_fd(adopt(raw)?, sender, receiver, limits))
     }
 
     /// Messages sent and not yet consumed, as last credited.
@@ -240,6 +238,11 @@ impl<T: Serialize> ChannelSender<T> {
     }
 }
 
+fn adopt(raw: RawFd) -> Result<OwnedFd> {
+    crate::sys::fd::adopt_inherited(raw)
+        .map_err(|e| IsolationError::system(format!("adopting inherited fd {raw}"), e))
+}
+
 fn inheritable(fd: &OwnedFd) -> Result<RawFd> {
     use std::os::fd::AsRawFd;
     crate::sys::fd::inherit_across_exec(fd)
@@ -310,9 +313,7 @@ impl<T: DeserializeOwned> ChannelReceiver<T> {
         receiver: ContextId,
         limits: ChannelLimits,
     ) -> Result<Self> {
-        let fd = crate::sys::fd::adopt_inherited(raw)
-            .map_err(|e| IsolationError::system(format!("adopting inherited fd {raw}"), e))?;
-        Ok(Self::from_fd(fd, sender, receiver, limits))
+        Ok(Self::from_fd(adopt(raw)?, sender, receiver, limits))
     }
 
     /// The sending context.

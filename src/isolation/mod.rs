@@ -81,6 +81,22 @@ pub struct ContextConfig {
     pub timeout: Option<std::time::Duration>,
 }
 
+/// The byte threshold of a usage monitor: `fraction` (in (0, 1]) of `limit`, or an
+/// `InvalidConfig` error naming `who` when there is no limit or the fraction is out of range.
+pub(crate) fn monitor_threshold(limit: Option<u64>, fraction: f64, who: &str) -> Result<u64> {
+    let Some(limit) = limit else {
+        return Err(IsolationError::InvalidConfig(format!(
+            "{who} has no memory limit to take a fraction of; set one first"
+        )));
+    };
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(IsolationError::InvalidConfig(format!(
+            "monitor threshold {fraction} is not in (0, 1]"
+        )));
+    }
+    Ok((limit as f64 * fraction).ceil() as u64)
+}
+
 /// Region size used when neither a memory limit nor a region size is given: 64 MiB of
 /// address space (it costs no memory until used).
 pub const DEFAULT_REGION_SIZE: u64 = 64 << 20;

@@ -295,17 +295,8 @@ impl ProcessTenants {
         callback: impl Fn(&TenantUsage) + Send + Sync + 'static,
     ) -> Result<()> {
         let t = self.get(name)?;
-        let Some(max) = t.memory_max else {
-            return Err(IsolationError::InvalidConfig(format!(
-                "tenant {name:?} has no memory limit to take a fraction of"
-            )));
-        };
-        if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(IsolationError::InvalidConfig(format!(
-                "monitor threshold {fraction} is not in (0, 1]"
-            )));
-        }
-        let threshold = (max as f64 * fraction).ceil() as u64;
+        let threshold =
+            super::monitor_threshold(t.memory_max, fraction, &format!("tenant {name:?}"))?;
         let events = t.leaf.watch("memory.events").map_err(cg)?;
         // A pressure trigger where the kernel allows one (windows must be multiples of 2 s
         // without CAP_SYS_RESOURCE on recent kernels).
