@@ -127,6 +127,24 @@ pub struct CgroupFeature {
     pub controllers: BTreeMap<&'static str, Availability>,
 }
 
+impl CgroupFeature {
+    /// The cgroup v2 directory this process lives in (the mount joined with `own_cgroup`):
+    /// where nebula puts its own roots. `None` without a cgroup2 mount.
+    pub fn supervisor_cgroup(&self) -> Option<PathBuf> {
+        let mount = self.mount.clone()?;
+        let own = self
+            .own_cgroup
+            .as_deref()
+            .unwrap_or("/")
+            .trim_start_matches('/');
+        Some(if own.is_empty() {
+            mount
+        } else {
+            mount.join(own)
+        })
+    }
+}
+
 /// One isolation level.
 #[derive(Clone, Debug, Serialize)]
 pub struct LevelStatus {
@@ -664,7 +682,7 @@ mod tests {
         let c = probe_cgroup(&mi, &pc);
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(!c.available);
-        let reason = c.reason.unwrap();
+        let reason = c.reason.clone().unwrap();
         assert!(
             reason.contains("/sys/fs/cgroup is a cgroup v1 tree"),
             "{reason}"
@@ -680,6 +698,26 @@ mod tests {
             mem.reason
         );
         assert_eq!(c.own_cgroup.as_deref(), Some("/"));
+        assert_eq!(
+            c.supervisor_cgroup(),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let nested = CgroupFeature {
+            own_cgroup: Some("/a/b".into()),
+            ..c
+        };
+        assert_eq!(
+            nested.supervisor_cgroup(),
+            Some(PathBuf::from("/sys/fs/cgroup/unified/a/b"))
+        );
+        assert_eq!(
+            CgroupFeature {
+                mount: None,
+                ..nested
+            }
+            .supervisor_cgroup(),
+            None
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! pseudo-terminal.
 //!
 //! Host tier (cgroup v1 here): cgroup limits must be refused (exit 125) naming the reason.
-//! VM tier (`#[ignore]`, run by `make vm-test` with `VM_EXTRA=target/debug/nebula-ctl`): the
+//! VM tier (ignored by default with a reason, run by `make vm-test` with `VM_EXTRA=target/debug/nebula-ctl`): the
 //! OOM line and record, the pids line, and stats/kill through the cgroup.
 
 mod common;

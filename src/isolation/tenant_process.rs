@@ -111,7 +111,7 @@ impl ProcessTenants {
     pub fn new() -> Result<Self> {
         let f = crate::features();
         let c = &f.cgroup_v2;
-        let (true, Some(mount)) = (c.available, c.mount.clone()) else {
+        let (true, Some(parent)) = (c.available, c.supervisor_cgroup()) else {
             return Err(IsolationError::Unsupported {
                 feature: "process tenants (cgroup v2)",
                 reason: c
@@ -119,16 +119,6 @@ impl ProcessTenants {
                     .clone()
                     .unwrap_or_else(|| "cgroup v2 is not mounted".into()),
             });
-        };
-        let own = c
-            .own_cgroup
-            .as_deref()
-            .unwrap_or("/")
-            .trim_start_matches('/');
-        let parent = if own.is_empty() {
-            mount
-        } else {
-            mount.join(own)
         };
         Ok(Self::under(parent))
     }

@@ -404,19 +404,12 @@ impl ProcessIsolation {
         let root = if cg_reason.is_none() {
             let parent = match &config.cgroup_parent {
                 Some(p) => p.clone(),
-                None => {
-                    let mount = cg.mount.clone().unwrap_or_else(|| "/sys/fs/cgroup".into());
-                    let own = cg
-                        .own_cgroup
-                        .as_deref()
-                        .unwrap_or("/")
-                        .trim_start_matches('/');
-                    if own.is_empty() {
-                        mount
-                    } else {
-                        mount.join(own)
-                    }
-                }
+                None => cg
+                    .supervisor_cgroup()
+                    .ok_or_else(|| ProcessError::Unsupported {
+                        feature: "cgroup v2",
+                        reason: "no cgroup2 mount was found in /proc/self/mountinfo".into(),
+                    })?,
             };
             let controllers: Vec<Controller> = Controller::ALL
                 .into_iter()
