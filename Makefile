@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(if $(HOME),$(HOME)/.cache/nebula-memory/target,$(CU
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: all build deps test host-test vm-test bench lint fmt demo doc man fuzz
+.PHONY: all build deps test host-test vm-test bench bench-deps lint fmt demo doc man fuzz
 
 all: build
 
@@ -48,7 +48,11 @@ deps:
 test: deps lint host-test vm-test
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
-bench:
+# The peers the benchmarks measure side by side (bubblewrap for the spawn bench).
+bench-deps:
+	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; } || echo "bench: bubblewrap not installed (the spawn bench skips it)"
+
+bench: bench-deps
 	for b in region_alloc channel violation spawn pkey_switch; do $(CARGO) bench --bench $$b || exit 1; done
 	$(CARGO) bench --features wasm --bench wasm_instantiate
 

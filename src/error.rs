@@ -47,7 +47,7 @@ pub enum IsolationError {
     /// The context's region has no room left for this request (its reservation, not its
     /// budget, is exhausted), or the kernel refused memory.
     #[error(
-        "context {context}: out of memory: {requested} bytes requested, {available} bytes left in the region of {capacity}; Hint: raise the region size with with_region_size"
+        "context {context}: out of memory: {requested} bytes requested, {available} bytes left in the region of {capacity}; Hint: raise the context's region size"
     )]
     OutOfMemory {
         /// The context.

@@ -30,6 +30,8 @@ pub struct Features {
     pub user_namespaces: Availability,
     /// cgroup v2 and its controllers.
     pub cgroup_v2: CgroupFeature,
+    /// Landlock (`landlock_create_ruleset` version query).
+    pub landlock: LandlockFeature,
     /// Per isolation level: can it run here, what does it lack.
     pub levels: BTreeMap<&'static str, LevelStatus>,
 }
@@ -145,6 +147,21 @@ impl CgroupFeature {
     }
 }
 
+/// Landlock.
+#[derive(Clone, Debug, Serialize)]
+pub struct LandlockFeature {
+    /// Whether rulesets can be created and enforced here.
+    pub available: bool,
+    /// Why not, and the fix (a kernel setting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The ABI version `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`
+    /// returned; 0 when unavailable.
+    pub abi: u32,
+    /// The filesystem rights this ABI handles, by uapi name ([`crate::landlock::AccessFs`]).
+    pub access_fs: Vec<&'static str>,
+}
+
 /// One isolation level.
 #[derive(Clone, Debug, Serialize)]
 pub struct LevelStatus {
@@ -180,7 +197,15 @@ fn detect() -> Features {
         Path::new("/proc/self/mountinfo"),
         Path::new("/proc/self/cgroup"),
     );
-    let levels = levels(&pkeys, &seccomp, &user_namespaces, &cgroup_v2);
+    let landlock = probe_landlock();
+    let mut levels = levels(&pkeys, &seccomp, &user_namespaces, &cgroup_v2);
+    if !landlock.available
+        && let Some(process) = levels.get_mut("process")
+    {
+        process
+            .limited
+            .push("no Landlock: --landlock is refused (see landlock.reason)".into());
+    }
     Features {
         kernel_release: rustix::system::uname()
             .release()
@@ -192,7 +217,31 @@ fn detect() -> Features {
         seccomp,
         user_namespaces,
         cgroup_v2,
+        landlock,
         levels,
+    }
+}
+
+fn probe_landlock() -> LandlockFeature {
+    match sys::landlock::abi_version() {
+        Ok(abi) if abi >= 1 => LandlockFeature {
+            available: true,
+            reason: None,
+            abi,
+            access_fs: sys::landlock::AccessFs::for_abi(abi).names(),
+        },
+        Ok(abi) => LandlockFeature {
+            available: false,
+            reason: Some(format!("the kernel reports Landlock ABI {abi}")),
+            abi: 0,
+            access_fs: vec![],
+        },
+        Err(e) => LandlockFeature {
+            available: false,
+            reason: Some(crate::landlock::unavailable_reason(e.raw_os_error())),
+            abi: 0,
+            access_fs: vec![],
+        },
     }
 }
 
@@ -462,7 +511,7 @@ fn probe_cgroup(mountinfo: &Path, proc_cgroup: &Path) -> CgroupFeature {
             format!("{root} is a cgroup v1 tree ({} hierarchies); ", v1.len())
         };
         Some(format!(
-            "{v1_note}the memory controller is not available on cgroup v2 ({}); boot with systemd.unified_cgroup_hierarchy=1, or run the process level's cgroup tests in the VM tier (make vm-test)",
+            "{v1_note}the memory controller is not available on cgroup v2 ({}); boot with systemd.unified_cgroup_hierarchy=1 on the kernel command line to get it",
             controllers["memory"].reason.as_deref().unwrap_or("")
         ))
     };
@@ -625,6 +674,18 @@ impl Features {
         for (name, c) in &self.cgroup_v2.controllers {
             let _ = writeln!(s, "  {name:<14} {}{}", yn(c.available), why(&c.reason));
         }
+        let _ = writeln!(
+            s,
+            "landlock         {}  ABI {}, fs rights {}{}",
+            yn(self.landlock.available),
+            self.landlock.abi,
+            if self.landlock.access_fs.is_empty() {
+                "none".to_owned()
+            } else {
+                self.landlock.access_fs.join(",")
+            },
+            why(&self.landlock.reason)
+        );
         let _ = writeln!(s, "levels");
         for (name, l) in &self.levels {
             let _ = writeln!(

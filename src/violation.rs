@@ -90,10 +90,12 @@ pub enum ViolationKind {
         /// How many forks were refused.
         refused: u64,
     },
-    /// The seccomp filter killed the context (`SIGSYS`).
+    /// The seccomp filter killed the context (`SIGSYS`), or refused a call and the
+    /// supervisor killed the context for it (seccomp user notification).
     Seccomp {
-        /// The syscall number, when known.
-        syscall: Option<i64>,
+        /// The refused call, when the kernel named it (a notification; a plain `SIGSYS`,
+        /// e.g. from the architecture check, names none).
+        syscall: Option<crate::seccomp::DeniedSyscall>,
     },
     /// The wall-clock limit ran out.
     TimeLimit,

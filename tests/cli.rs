@@ -24,6 +24,7 @@ fn probe_json_has_every_feature_and_level() {
         "seccomp",
         "user_namespaces",
         "cgroup_v2",
+        "landlock",
     ] {
         let f = &v[key];
         let available = f["available"]
@@ -115,6 +116,7 @@ fn probe_text_names_every_feature() {
         "seccomp",
         "user namespaces",
         "cgroup v2",
+        "landlock",
         "levels",
         "region",
     ] {

@@ -201,9 +201,15 @@ fn the_host_filesystem_is_read_only() {
             ]
         }
     };
+    // Root inside is an unprivileged host uid of the context's own range (the default
+    // identity): the kernel's permission check refuses the writes (EACCES) before the
+    // read-only mount would (EROFS); unlink needs write access to the directory's mount.
+    let refused = [Err(libc::EACCES), Err(libc::EACCES), Err(libc::EROFS)];
+    assert_eq!(inside(config(true), tamper.clone()), refused);
+    assert_eq!(inside(config(false), tamper.clone()), refused);
+    // Mapped to host root on request, only the read-only mount stands in the way.
     let rofs = [Err(libc::EROFS); 3];
-    assert_eq!(inside(config(true), tamper.clone()), rofs);
-    assert_eq!(inside(config(false), tamper), rofs);
+    assert_eq!(inside(config(true).root_maps_to(0, 0), tamper), rofs);
     assert_eq!(std::fs::read(&victim).unwrap(), b"host");
     std::fs::remove_file(&victim).unwrap();
     assert!(!std::path::Path::new("/nebula-escape-probe").exists());

@@ -311,7 +311,7 @@ fn a_memory_limit_without_cgroup_v2_is_unsupported() {
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("RlimitAs"), "{e}");
+    assert!(e.to_string().contains("RLIMIT_AS"), "{e}");
     let e: IsolationError = e.into();
     assert!(matches!(e, IsolationError::Unsupported { .. }), "{e}");
     // The other cgroup limits too, each naming its file.

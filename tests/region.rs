@@ -243,7 +243,7 @@ fn out_of_memory_when_the_region_is_smaller_than_the_budget() {
         other => panic!("expected OutOfMemory, got {other:?}"),
     }
     assert!(
-        err.to_string().contains("with_region_size"),
+        err.to_string().contains("raise the context's region size"),
         "the message names the fix: {err}"
     );
     let st = ctx.stats();

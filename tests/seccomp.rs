@@ -130,6 +130,20 @@ fn oracle_every_profile_agrees_with_its_own_table() {
             assert!(f.program().len() > 100, "{p}: {}", f.program().len());
         }
     }
+    // The variant process contexts install: every kill of a system call notifies the
+    // supervisor; the guards stay kills.
+    for p in [Profile::Default, Profile::Strict, Profile::DenyNetwork] {
+        let n = p.compile_notifying().unwrap();
+        assert!(n.notifies() && !p.compile().unwrap().notifies(), "{p}");
+        oracle(&n);
+        let t = n.table();
+        assert_eq!(
+            t.expected(AUDIT_ARCH_X86_64, libc::SYS_reboot as i32, &[0; 6]),
+            Action::UserNotif
+        );
+        assert_eq!(t.bad_arch, Action::KillProcess);
+        assert_eq!(t.x32, Action::KillProcess);
+    }
     // The debugging variant, with every kill of a system call turned into a trap.
     let trap =
         CompiledFilter::compile(&Profile::Strict.table().with_kill_as(Action::Trap)).unwrap();
@@ -175,6 +189,46 @@ fn filter_path_lengths() {
         use std::io::Write;
         let _ = writeln!(std::io::stderr(), "{line}");
         assert!(worst < f.program().len(), "{line}");
+        // The notifying variant costs nothing on any path: every system call takes the same
+        // number of instructions as under the plain filter, and gets the same verdict except
+        // that a kill of a system call is a notification (the guards stay kills).
+        let n = p.compile_notifying().unwrap();
+        let table = f.table();
+        let mut paths = 0;
+        let mut notified = 0;
+        let mut cases: Vec<(u32, i32, [u64; 6])> = (0..=500u32)
+            .flat_map(|nr| {
+                representative_args(table, nr)
+                    .into_iter()
+                    .map(move |a| (AUDIT_ARCH_X86_64, nr as i32, a))
+            })
+            .collect();
+        cases.extend([
+            (AUDIT_ARCH_X86_64, (X32_SYSCALL_BIT | 39) as i32, [0; 6]),
+            (AUDIT_ARCH_X86_64, -1, [0; 6]),
+            (AUDIT_ARCH_I386, 5, [0; 6]),
+        ]);
+        for (arch, nr, args) in cases {
+            let data = SeccompData {
+                nr,
+                arch,
+                instruction_pointer: 0,
+                args,
+            };
+            let run = |prog| nebula_memory::seccomp::bpf::run_counted(prog, &data).unwrap();
+            let ((rp, sp), (rn, sn)) = (run(f.program()), run(n.program()));
+            assert_eq!(sp, sn, "{p}: nr {nr} arch {arch:#x} args {args:x?}: path length");
+            match (Action::from_ret(rp), Action::from_ret(rn)) {
+                (Some(Action::KillProcess), Some(Action::UserNotif)) => notified += 1,
+                (a, b) => assert_eq!(a, b, "{p}: nr {nr} arch {arch:#x}"),
+            }
+            paths += 1;
+        }
+        assert!(notified > 0, "{p}: no kill became a notification");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{p} notifying: {paths} paths, all the same length; {notified} kills notify"
+        );
     }
 }
 

@@ -235,7 +235,7 @@ pub enum WasmError {
 
     /// The module imports something; the wasm level links no host functions.
     #[error(
-        "the wasm module imports {module}::{name}; the wasm level provides no imports: Hint: define it inside the module"
+        "the wasm module imports {name:?} from module {module:?}; the wasm level provides no imports; Hint: define it inside the module"
     )]
     UnresolvedImport {
         /// Import module name.
@@ -311,7 +311,7 @@ pub enum WasmError {
 
     /// The instruction budget ran out.
     #[error(
-        "ctx {context}: fuel budget of {budget} exhausted in {export:?}; Hint: raise WasmConfig::fuel"
+        "ctx {context}: fuel budget of {budget} exhausted in {export:?}; Hint: raise the fuel budget (--fuel with nebula-ctl run --wasm)"
     )]
     OutOfFuel {
         /// The context.
@@ -339,7 +339,7 @@ pub enum WasmError {
 
     /// The wasm stack ran out (runaway recursion).
     #[error(
-        "ctx {context}: wasm stack of {max_stack} bytes exhausted in {export:?}; Hint: raise WasmConfig::max_wasm_stack"
+        "ctx {context}: wasm stack of {max_stack} bytes exhausted in {export:?}; Hint: raise the wasm stack limit of the configuration, or make the module recurse less deeply"
     )]
     StackExhausted {
         /// The context.
@@ -1509,7 +1509,7 @@ impl WasmContext {
     pub fn set_fuel(&mut self, fuel: Option<u64>) -> Result<(), WasmError> {
         if fuel.is_some() && !self.metered {
             return Err(WasmError::Configure(
-                "fuel metering is off for this isolation; Hint: set WasmConfig::fuel".into(),
+                "fuel metering is off for this isolation; Hint: set a fuel budget in its configuration".into(),
             ));
         }
         if fuel == Some(0) {

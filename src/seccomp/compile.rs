@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::fd::OwnedFd;
 
 use seccompiler::{SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
@@ -12,6 +13,11 @@ use crate::sys;
 /// The return value seccompiler is told to use for "no match"; every `ret` of it is
 /// rewritten into a jump to the next stage. `SECCOMP_RET_TRACE` is never a profile action.
 const NEXT_STAGE: u32 = libc::SECCOMP_RET_TRACE | 0xbeef;
+/// The data of the `SECCOMP_RET_TRACE` sentinel seccompiler is given for
+/// [`Action::UserNotif`] (it has no such action); every `ret` of it becomes
+/// `ret SECCOMP_RET_USER_NOTIF`.
+pub(super) const NOTIFY_SENTINEL_DATA: u16 = 0xbeed;
+const NOTIFY_SENTINEL: u32 = libc::SECCOMP_RET_TRACE | NOTIFY_SENTINEL_DATA as u32;
 
 const LD_W_ABS: u16 = 0x20;
 const JMP_JA: u16 = 0x05;
@@ -32,6 +38,11 @@ fn ins(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// [`install_all_threads`](CompiledFilter::install_all_threads), which touch nothing but the
 /// instructions built here. A `CompiledFilter` for [`Profile::None`] holds no program and
 /// installs nothing.
+///
+/// A filter whose table has [`Action::UserNotif`] verdicts ([`CompiledFilter::notifies`],
+/// e.g. from [`Profile::compile_notifying`]) is meant to be installed with
+/// [`install_current_thread_with_listener`](CompiledFilter::install_current_thread_with_listener),
+/// which hands back the listener its supervisor answers.
 #[derive(Clone)]
 pub struct CompiledFilter {
     table: ProfileTable,
@@ -104,6 +115,13 @@ impl CompiledFilter {
         &self.program
     }
 
+    /// Whether the program can return `SECCOMP_RET_USER_NOTIF`: it needs a listener
+    /// ([`install_current_thread_with_listener`](CompiledFilter::install_current_thread_with_listener)),
+    /// or its notified calls fail with `ENOSYS` instead of ending the process.
+    pub fn notifies(&self) -> bool {
+        !self.program.is_empty() && self.table.actions().contains(&Action::UserNotif)
+    }
+
     /// Runs the program in the [`bpf`] interpreter on `data`, decoding the result like the
     /// kernel. [`Profile::None`] allows everything.
     ///
@@ -143,6 +161,32 @@ impl CompiledFilter {
         self.install(true)
     }
 
+    /// Installs the filter on the **calling thread only** with
+    /// `SECCOMP_FILTER_FLAG_NEW_LISTENER` (after setting `no_new_privs`) and returns the
+    /// listener: the descriptor on which the kernel reports every call the filter answers with
+    /// [`Action::UserNotif`] (close-on-exec). The caller must hand it to its supervisor and
+    /// close its own copy before running anything it does not trust: whoever holds the
+    /// listener decides whether a notified call runs.
+    ///
+    /// Child-safe like [`install_current_thread`](CompiledFilter::install_current_thread):
+    /// no allocation, only `prctl` and `seccomp`.
+    ///
+    /// # Errors
+    /// [`SeccompError::SetNoNewPrivs`] or [`SeccompError::InstallListener`] (integers only);
+    /// [`SeccompError::InstallListener`] with `EINVAL` for [`Profile::None`] (no program).
+    pub fn install_current_thread_with_listener(&self) -> Result<OwnedFd, SeccompError> {
+        if self.program.is_empty() {
+            return Err(SeccompError::InstallListener {
+                errno: libc::EINVAL,
+            });
+        }
+        sys::seccomp::set_no_new_privs().map_err(|e| SeccompError::SetNoNewPrivs {
+            errno: e.raw_os_error(),
+        })?;
+        sys::seccomp_notify::install_filter_with_listener(&self.program)
+            .map_err(|errno| SeccompError::InstallListener { errno })
+    }
+
     fn install(&self, tsync: bool) -> Result<(), SeccompError> {
         if self.program.is_empty() {
             return Ok(());
@@ -171,17 +215,19 @@ fn stages(table: &ProfileTable) -> Result<Vec<Stage>, SeccompError> {
             source,
         }
     };
-    // layers[k][(unconditional, action)] = rules of every system call whose k-th case has
-    // that action. Within a layer each system call appears once, so the stages of a layer
-    // can come in any order: conditional ones first (short, and the only ones the kernel's
-    // constant-action cache cannot answer), Allow before the other actions.
+    // layers[k][(refuses, unconditional, action)] = rules of every system call whose k-th
+    // case has that action. Within a layer each system call appears once, so the stages of a
+    // layer can come in any order: every Allow stage first, conditional before unconditional
+    // (short, and the only ones the kernel's constant-action cache cannot answer), then the
+    // refusals. So a conditional refusal (seccomp's NEW_LISTENER check) adds nothing to the
+    // path of any allowed call: it sits behind every allow stage of its layer.
     type Layer = BTreeMap<(bool, bool, Action), BTreeMap<i64, Vec<SeccompRule>>>;
     let mut layers: Vec<Layer> = Vec::new();
     let mut put = |layer: usize, action: Action, nr: u32, rules: Vec<SeccompRule>| {
         if layers.len() <= layer {
             layers.resize_with(layer + 1, BTreeMap::new);
         }
-        let key = (rules.is_empty(), action != Action::Allow, action);
+        let key = (action != Action::Allow, rules.is_empty(), action);
         layers[layer]
             .entry(key)
             .or_default()
@@ -275,6 +321,8 @@ fn assemble(table: &ProfileTable) -> Result<Vec<libc::sock_filter>, SeccompError
             if i.code == RET_K && i.k == NEXT_STAGE {
                 // ja to `end`: offset from the next instruction.
                 program.push(ins(JMP_JA, 0, 0, (end - pc - 1) as u32));
+            } else if i.code == RET_K && i.k == NOTIFY_SENTINEL {
+                program.push(ins(RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
             } else {
                 program.push(ins(i.code, i.jt, i.jf, i.k));
             }
@@ -307,6 +355,20 @@ mod tests {
             bpf::check(&prog).unwrap();
             // No stage sentinel survives.
             assert!(prog.iter().all(|i| !(i.code == RET_K && i.k == NEXT_STAGE)));
+            // The notifying variant: the same instructions, only the kills of system calls
+            // return USER_NOTIF (no sentinel left); the guards stay KILL_PROCESS.
+            let n = assemble(&t.clone().with_kill_as(Action::UserNotif)).unwrap();
+            assert_eq!(n.len(), prog.len(), "{p}");
+            for (a, b) in prog.iter().zip(&n) {
+                assert_eq!((a.code, a.jt, a.jf), (b.code, b.jt, b.jf), "{p}");
+                if a.k != b.k {
+                    assert_eq!((a.code, a.k), (RET_K, libc::SECCOMP_RET_KILL_PROCESS));
+                    assert_eq!(b.k, libc::SECCOMP_RET_USER_NOTIF);
+                }
+            }
+            assert!(n.iter().all(|i| !(i.code == RET_K && i.k == NOTIFY_SENTINEL)));
+            assert_eq!(n[2].k, libc::SECCOMP_RET_KILL_PROCESS, "{p}: arch guard");
+            assert_eq!(n[5].k, libc::SECCOMP_RET_KILL_PROCESS, "{p}: x32 guard");
         }
     }
 
@@ -323,6 +385,8 @@ mod tests {
                 tsync: false,
             },
             SeccompError::SyncThreads { tid: 4242 },
+            SeccompError::InstallListener { errno: 16 },
+            SeccompError::SendListener { errno: 32 },
         ] {
             let back = SeccompError::decode(e.encode().unwrap()).unwrap();
             assert_eq!(back.to_string(), e.to_string());

@@ -33,7 +33,7 @@
 //! `strict`, `socket`, `clone`) pay for the walk. Measured here (2 M calls, release build):
 //! `getpid` 144-200 ns unfiltered, 186-203 ns under `default`; `futex(FUTEX_WAKE)` 238 ns
 //! unfiltered, 303-315 ns under `strict` (41 BPF instructions); the longest path, a refused
-//! call in `default`, is 674 instructions of 1689 (`filter_path_lengths` in tests/seccomp.rs
+//! call in `default`, is 680 instructions of 1701 (`filter_path_lengths` in tests/seccomp.rs
 //! prints them).
 //!
 //! ## Choices
@@ -49,7 +49,79 @@
 //!   process with `SECCOMP_RET_KILL_PROCESS`, which the supervisor sees as `SIGSYS`.
 //! - The capability drop ([`crate::caps`]) does the privileged work first; the filter goes in
 //!   last, right before the closure or `execve`.
+//! - `seccomp(2)` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` is `EPERM` in `default` and
+//!   `deny-network` (a workload may add filters of its own, never a listener; see below);
+//!   `strict` refuses `seccomp(2)` altogether.
 //!
+//! ## Naming the denied system call
+//!
+//! A `SECCOMP_RET_KILL_PROCESS` ends the process with `SIGSYS`, and the parent's wait status
+//! says nothing more: not which call, not which thread. So process contexts
+//! ([`crate::isolation::process`]) install [`Profile::compile_notifying`]: the same program
+//! with every kill of a *system call* returning `SECCOMP_RET_USER_NOTIF` instead
+//! ([`Action::UserNotif`]); the architecture and x32 guards stay `KILL_PROCESS`.
+//!
+//! ```text
+//!  supervisor                                 workload (single-threaded, after clone)
+//!  ──────────                                 ───────────────────────────────────────
+//!  socketpair(SEQPACKET) before cloning       caps, no_new_privs, Landlock
+//!                                             seccomp(SET_MODE_FILTER, NEW_LISTENER) -> L
+//!  recvmsg: L  ◀──────── SCM_RIGHTS ───────── sendmsg(L); close(L); close(socket)
+//!  poll(L) ...                                execve (allowed by every profile)
+//!  NOTIF_RECV: nr, arch, tid  ◀────────────── openat(...): USER_NOTIF, blocked in the kernel
+//!  cgroup.kill / SIGKILL pid 1                (killed; the call never ran)
+//!  Outcome { denied_syscall: openat (257), status: SIGSYS }
+//! ```
+//!
+//! The supervisor never answers a notification (no `SECCOMP_USER_NOTIF_FLAG_CONTINUE`, no
+//! spoofed return): it reads `nr` and `arch` from a zeroed `struct seccomp_notif`, kills the
+//! context and reports [`DeniedSyscall`], with the status `SIGSYS` that `KILL_PROCESS` would
+//! have given. So the notifier is not a policy, only a reporter, and the usual objection to
+//! notifiers (the uapi header: "cannot be used to implement a security policy", because of
+//! argument TOCTOU) does not apply: nothing is decided from the arguments.
+//!
+//! What it costs and what it needs:
+//! - **Nothing on the allowed path.** The program has the same instructions; only the return
+//!   values of the kill paths differ (`filter_path_lengths` in tests/seccomp.rs checks that
+//!   every path has the same length and every other verdict is the same). A denied call
+//!   costs a notification round trip to the supervisor (a few µs) before the kill.
+//! - **No deadlock.** Between the install and `execve` the workload calls only `sendmsg`,
+//!   `close` and `execve` (`write` and `exit_group` when a step fails); every profile allows
+//!   them (`handover_calls_are_allowed_by_every_profile`), so none waits for a listener that
+//!   has not left yet. That is why `strict` allows `execve`.
+//! - **One listener per filter chain.** The kernel refuses a second one with `EBUSY`; then the
+//!   child installs the plain filter ([`Profile::compile`]) and a kill is a bare `SIGSYS`,
+//!   as on a kernel without user notification (before 5.0).
+//! - **A `SIGSYS` without a notification** (the architecture or x32 guard, or a `SIGSYS`
+//!   sent by hand) is reported as before: a seccomp kill with no call named.
+//! - **A supervisor that dies** closes the listener: the kernel then fails the pending
+//!   notified call (and every later one) with `ENOSYS` instead of running it, and the
+//!   context's `PR_SET_PDEATHSIG` (`SIGKILL`) ends it moments later.
+//!
+//! Precedence, the caveat of every notifier: among stacked filters the kernel takes the most
+//! severe action (`KILL_PROCESS` > `KILL_THREAD` > `TRAP` > `ERRNO` > `USER_NOTIF` > `TRACE` >
+//! `LOG` > `ALLOW`), and among equal actions the newest filter's. A workload may stack filters
+//! of its own (sandboxing programs do), so:
+//! - its own `ERRNO`, `TRAP` or kill for a call we notify outranks ours: it can turn our kill
+//!   into an error or a signal *for itself*, never make the call run;
+//! - its own `USER_NOTIF` with a listener of its own would win over ours, and its listener
+//!   could answer `CONTINUE`: the call would run. The kernel refuses that listener
+//!   (`EBUSY`) while ours is open; once ours is closed (the supervisor died) it would not,
+//!   so the profiles refuse `seccomp(2)` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` themselves
+//!   (`EPERM`, which outranks any `USER_NOTIF`). tests/seccomp_notify.rs makes that escape
+//!   work with a table lacking the rule, then fail with the real one.
+//!
+//! Alternatives measured against it:
+//! - The kernel's audit record (`type=SECCOMP ... syscall=257`, written for
+//!   `KILL_PROCESS`): it goes to the audit daemon or the kernel log, which only root reads,
+//!   is rate-limited, is global to the host, and names the process by its pid in the
+//!   initial pid namespace, which the supervisor would have to match and race against pid
+//!   reuse. Not available to a rootless supervisor at all.
+//! - `SECCOMP_RET_TRAP` ([`ProfileTable::with_kill_as`]`(Action::Trap)`): `SIGSYS` with
+//!   `si_syscall` goes to the *workload*, which can catch it, ignore the failure and go on;
+//!   the supervisor learns nothing unless the workload tells it. Kept as a debugging variant.
+//! - `SECCOMP_RET_TRACE` with a ptracing supervisor: one tracer per process, and it costs a
+//!   stop on every traced call and forbids the workload's own debugging.
 //! ## Threads
 //!
 //! A filter installed without TSYNC covers the calling thread and the threads it creates
@@ -59,6 +131,7 @@
 
 pub mod bpf;
 mod compile;
+pub mod notify;
 mod profiles;
 pub mod syscalls;
 
@@ -67,6 +140,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use compile::CompiledFilter;
+pub use notify::DeniedSyscall;
 
 use crate::error::IsolationError;
 
@@ -94,6 +168,12 @@ pub enum Action {
     Trap,
     /// Run it and log it to the audit log (`SECCOMP_RET_LOG`).
     Log,
+    /// Stop the calling thread in the kernel and notify the filter's listener
+    /// (`SECCOMP_RET_USER_NOTIF`); the call runs only if the listener says so. Process
+    /// contexts use it in place of [`Action::KillProcess`]: their supervisor records the call
+    /// and kills the context, never letting it run (see the module docs). Without a listener
+    /// the kernel fails the call with `ENOSYS`.
+    UserNotif,
 }
 
 impl Action {
@@ -106,13 +186,14 @@ impl Action {
             Action::KillThread => libc::SECCOMP_RET_KILL_THREAD,
             Action::Trap => libc::SECCOMP_RET_TRAP,
             Action::Log => libc::SECCOMP_RET_LOG,
+            Action::UserNotif => libc::SECCOMP_RET_USER_NOTIF,
         }
     }
 
     /// Decodes a filter's return value the way the kernel does: the action is the top 16
     /// bits (`SECCOMP_RET_ACTION_FULL`), the data the low 16; an action the kernel does not
-    /// know kills the process. Returns `None` for `SECCOMP_RET_TRACE` and
-    /// `SECCOMP_RET_USER_NOTIF`, which no nebula profile uses.
+    /// know kills the process. Returns `None` for `SECCOMP_RET_TRACE`, which no nebula
+    /// profile uses.
     pub fn from_ret(ret: u32) -> Option<Action> {
         let data = (ret & libc::SECCOMP_RET_DATA) as u16;
         Some(match ret & libc::SECCOMP_RET_ACTION_FULL {
@@ -121,7 +202,8 @@ impl Action {
             libc::SECCOMP_RET_KILL_THREAD => Action::KillThread,
             libc::SECCOMP_RET_TRAP => Action::Trap,
             libc::SECCOMP_RET_LOG => Action::Log,
-            libc::SECCOMP_RET_TRACE | libc::SECCOMP_RET_USER_NOTIF => return None,
+            libc::SECCOMP_RET_USER_NOTIF => Action::UserNotif,
+            libc::SECCOMP_RET_TRACE => return None,
             _ => Action::KillProcess,
         })
     }
@@ -135,9 +217,12 @@ impl Action {
             Action::KillThread => "kill_thread",
             Action::Trap => "trap",
             Action::Log => "log",
+            Action::UserNotif => "user_notif",
         }
     }
 
+    /// seccompiler has no `USER_NOTIF` action: [`Action::UserNotif`] stages are generated
+    /// with a `SECCOMP_RET_TRACE` sentinel that the assembler rewrites (see `compile.rs`).
     fn to_seccompiler(self) -> seccompiler::SeccompAction {
         use seccompiler::SeccompAction as S;
         match self {
@@ -147,6 +232,7 @@ impl Action {
             Action::KillThread => S::KillThread,
             Action::Trap => S::Trap,
             Action::Log => S::Log,
+            Action::UserNotif => S::Trace(u32::from(compile::NOTIFY_SENTINEL_DATA)),
         }
     }
 }
@@ -163,6 +249,7 @@ impl fmt::Display for Action {
             Action::KillThread => f.write_str("kill thread"),
             Action::Trap => f.write_str("trap (SIGSYS to the thread)"),
             Action::Log => f.write_str("allow and log"),
+            Action::UserNotif => f.write_str("notify the supervisor, which kills the process"),
         }
     }
 }
@@ -434,8 +521,9 @@ impl ProfileTable {
 
     /// The same table with every `KillProcess` verdict of a system call (and the default)
     /// replaced by `action`; the architecture and x32 verdicts stay `KillProcess`. With
-    /// [`Action::Trap`] this gives a debugging variant whose `SIGSYS` handler can report
-    /// `si_syscall`; with [`Action::Log`] a learning variant.
+    /// [`Action::UserNotif`] this is what process contexts install
+    /// ([`Profile::compile_notifying`]); with [`Action::Trap`] a debugging variant whose
+    /// `SIGSYS` handler can report `si_syscall`; with [`Action::Log`] a learning variant.
     pub fn with_kill_as(mut self, action: Action) -> Self {
         let swap = |a: &mut Action| {
             if *a == Action::KillProcess {
@@ -475,8 +563,10 @@ pub enum Profile {
     Default,
     /// Compute only: read/write on descriptors that are already open, memory management
     /// without `PROT_EXEC`, futexes, signals' return path, clocks, `getrandom`, exit. No
-    /// `open`, no `socket`, no `execve`, no new threads. Default action: kill the process.
-    /// Meant for closures; an `execve` under it is killed.
+    /// `open`, no `socket`, no new threads. Default action: kill the process. Meant for
+    /// closures; `execve` is allowed (the exec way into a context needs it after the
+    /// filter is in), but a dynamically linked program is killed at its loader's first
+    /// `openat`.
     Strict,
     /// `default`, plus `socket` and `socketpair` only for `AF_UNIX` (`EAFNOSUPPORT`
     /// otherwise). Pair it with an empty network namespace, which is the real control.
@@ -504,10 +594,11 @@ impl Profile {
         }
     }
 
-    /// Whether the profile lets the child call `execve` (the exec way into a context needs
-    /// it; `strict` does not allow it).
+    /// Whether the profile lets the child call `execve`. Every profile does: the exec way
+    /// into a context calls it after the filter is installed (`strict` allowed no `execve`
+    /// before process contexts reported the denied call by notification).
     pub const fn allows_exec(self) -> bool {
-        !matches!(self, Profile::Strict)
+        true
     }
 
     /// The profile as data.
@@ -521,6 +612,20 @@ impl Profile {
     /// As [`CompiledFilter::compile`].
     pub fn compile(self) -> Result<CompiledFilter, SeccompError> {
         CompiledFilter::compile(&self.table())
+    }
+
+    /// Compiles the profile for a supervised process: every kill of a system call becomes
+    /// [`Action::UserNotif`] (`table().with_kill_as(Action::UserNotif)`), so the supervisor
+    /// holding the listener learns which call was denied and kills the context itself. The
+    /// architecture and x32 guards stay `KILL_PROCESS`. The program has the same
+    /// instructions as [`Profile::compile`]'s, only the return values of its kill paths
+    /// differ (`filter_path_lengths` in tests/seccomp.rs compares them).
+    ///
+    /// # Errors
+    /// As [`CompiledFilter::compile`]; [`SeccompError::Unsupported`] when the kernel lacks
+    /// `SECCOMP_RET_USER_NOTIF` (Linux 5.0).
+    pub fn compile_notifying(self) -> Result<CompiledFilter, SeccompError> {
+        CompiledFilter::compile(&self.table().with_kill_as(Action::UserNotif))
     }
 }
 
@@ -545,7 +650,8 @@ impl FromStr for Profile {
 /// What went wrong while compiling or installing a filter.
 ///
 /// The install variants ([`SeccompError::SetNoNewPrivs`], [`SeccompError::InstallFilter`],
-/// [`SeccompError::SyncThreads`]) hold only integers: they are built in the child between
+/// [`SeccompError::SyncThreads`], [`SeccompError::InstallListener`],
+/// [`SeccompError::SendListener`]) hold only integers: they are built in the child between
 /// `clone` and `execve` without allocating, and [`SeccompError::encode`] packs them into a
 /// `u64` for the pipe back to the supervisor ([`SeccompError::decode`] unpacks).
 #[derive(Debug, thiserror::Error)]
@@ -626,6 +732,28 @@ pub enum SeccompError {
         /// The thread that could not be synchronised.
         tid: i32,
     },
+    /// `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER)` failed.
+    #[error(
+        "seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER) failed with errno {errno}{}",
+        match *errno {
+            libc::EBUSY => "; Hint: a filter with a listener is installed already (one per thread); run the context with --seccomp none inside another sandbox's notifier",
+            libc::EINVAL => "; Hint: the kernel lacks seccomp user notification (Linux 5.0); nebula-ctl probe lists the actions it has",
+            _ => "",
+        }
+    )]
+    InstallListener {
+        /// The errno.
+        errno: i32,
+    },
+    /// Sending the listener to the supervisor (`sendmsg` with `SCM_RIGHTS`) failed.
+    #[error(
+        "sending the seccomp listener to the supervisor failed with errno {errno}{}",
+        if *errno == libc::EPIPE { "; Hint: the supervisor ended before the context started" } else { "" }
+    )]
+    SendListener {
+        /// The errno.
+        errno: i32,
+    },
 }
 
 impl SeccompError {
@@ -640,6 +768,8 @@ impl SeccompError {
             } => (2, errno),
             SeccompError::InstallFilter { errno, tsync: true } => (3, errno),
             SeccompError::SyncThreads { tid } => (4, tid),
+            SeccompError::InstallListener { errno } => (5, errno),
+            SeccompError::SendListener { errno } => (6, errno),
             _ => return None,
         };
         Some(tag << 32 | u64::from(v as u32))
@@ -659,6 +789,8 @@ impl SeccompError {
                 tsync: true,
             },
             4 => SeccompError::SyncThreads { tid: v },
+            5 => SeccompError::InstallListener { errno: v },
+            6 => SeccompError::SendListener { errno: v },
             _ => return None,
         })
     }
@@ -672,7 +804,10 @@ impl From<SeccompError> for IsolationError {
                 reason,
             },
             SeccompError::UnknownProfile { .. } => IsolationError::InvalidConfig(e.to_string()),
-            SeccompError::SetNoNewPrivs { errno } | SeccompError::InstallFilter { errno, .. } => {
+            SeccompError::SetNoNewPrivs { errno }
+            | SeccompError::InstallFilter { errno, .. }
+            | SeccompError::InstallListener { errno }
+            | SeccompError::SendListener { errno } => {
                 IsolationError::System {
                     operation: e.to_string(),
                     source: std::io::Error::from_raw_os_error(errno),

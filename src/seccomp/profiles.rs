@@ -6,7 +6,12 @@
 //! never (its `nstype` 0 joins any namespace type, so its flags cannot be filtered),
 //! `socket` without `AF_ALG`/`AF_VSOCK`, `personality` only for the values moby allows, no
 //! `process_vm_readv`/`writev` and no `ptrace` (the context has nothing to debug that the
-//! supervisor would not), and kills for what no sandboxed program has a reason to call.
+//! supervisor would not), `seccomp(2)` without `SECCOMP_FILTER_FLAG_NEW_LISTENER` (see the
+//! precedence caveat in the module docs above), and kills for what no sandboxed program has
+//! a reason to call.
+//!
+//! `strict` allows `execve` (the listener handover comes before it) and answers `access`
+//! with `ENOSYS`, so a dynamically linked program is stopped at its loader's first `openat`.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +28,8 @@ const EAFNOSUPPORT: Action = Action::Errno(libc::EAFNOSUPPORT as u16);
 pub(crate) const CLONE_NS_FLAGS: u64 = 0x7e02_0000;
 /// The same plus `CLONE_NEWTIME` (0x80), for `unshare`.
 pub(crate) const UNSHARE_NS_FLAGS: u64 = CLONE_NS_FLAGS | 0x80;
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`, in the `flags` argument of `seccomp(2)`.
+const NEW_LISTENER: u64 = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u64;
 
 /// The ordinary system calls moby's default profile allows unconditionally on x86_64 (minus
 /// what this module refuses on purpose, see the module docs).
@@ -255,7 +262,6 @@ const DEFAULT_ALLOW: &[&str] = &[
     "sched_setparam",
     "sched_setscheduler",
     "sched_yield",
-    "seccomp",
     "select",
     "semctl",
     "semget",
@@ -413,8 +419,11 @@ const DEFAULT_EPERM: &[(&str, &str)] = &[
 /// The io_uring calls: their operations run in kernel context and bypass seccomp.
 const IO_URING: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
 
-/// Answered with `ENOSYS` in `strict`: libraries probe them and fall back on `ENOSYS`.
+/// Answered with `ENOSYS` in `strict`: libraries probe them and fall back on `ENOSYS`
+/// (`access`: the dynamic loader's first question, "is there an /etc/ld.so.preload?").
 const STRICT_ENOSYS: &[&str] = &[
+    "access",
+    "faccessat",
     "statx",
     "faccessat2",
     "openat2",
@@ -475,6 +484,10 @@ const STRICT_ALLOW: &[&str] = &[
     "recvfrom",
     "sendto",
     "uretprobe",
+    // The exec way in: the new program runs under the same filter. The listener handover
+    // (sendmsg, close) and this execve come after the filter is installed, so they must never
+    // be notified (`handover_calls_are_allowed_by_every_profile`).
+    "execve",
 ];
 
 struct Builder {
@@ -562,6 +575,19 @@ fn default_builder() -> Builder {
         )],
         EPERM,
         "PER_LINUX, PER_LINUX32, UNAME26 and the query only (no ADDR_NO_RANDOMIZE)",
+    );
+    b.rule(
+        "seccomp",
+        vec![case(
+            EPERM,
+            vec![vec![ArgCmp::dword(
+                1,
+                CmpOp::MaskedEq(NEW_LISTENER),
+                NEW_LISTENER,
+            )]],
+        )],
+        Action::Allow,
+        "own filters, but no listener of its own: a newer USER_NOTIF filter would win over the supervisor's",
     );
     b.rule(
         "socket",
@@ -725,7 +751,17 @@ mod tests {
             .chain(HOSTILE)
             .chain(IO_URING)
             .chain(DEFAULT_EPERM.iter().map(|(n, _)| n))
-            .chain(["clone", "clone3", "unshare", "personality", "socket"].iter())
+            .chain(
+                [
+                    "clone",
+                    "clone3",
+                    "unshare",
+                    "personality",
+                    "socket",
+                    "seccomp",
+                ]
+                .iter(),
+            )
         {
             assert!(seen.insert(*n), "{n} listed twice in default");
         }
@@ -738,6 +774,59 @@ mod tests {
             .chain(["clone3", "mmap", "mprotect", "futex", "fcntl", "newfstatat"].iter())
         {
             assert!(seen.insert(*n), "{n} listed twice in strict");
+        }
+    }
+
+    #[test]
+    fn handover_calls_are_allowed_by_every_profile() {
+        // Between the install (with its listener) and execve the workload calls sendmsg (the
+        // listener), close (the listener, the socket), execve, and on a failure write (the
+        // report) and exit_group. A notified call there would wait for a listener that has
+        // not left yet: the context would hang until its time limit.
+        let x = super::super::AUDIT_ARCH_X86_64;
+        for p in Profile::ALL {
+            let t = table(p).with_kill_as(Action::UserNotif);
+            for n in ["sendmsg", "close", "execve", "write", "exit_group"] {
+                let nr = syscalls::number(n).unwrap() as i32;
+                for args in [[0u64; 6], [u64::MAX; 6], [7, 0x7ffd_1000, 0x4000, 0, 0, 0]] {
+                    assert_eq!(t.expected(x, nr, &args), Action::Allow, "{p} {n} {args:x?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_profile_lets_a_workload_take_a_listener() {
+        // seccomp(SECCOMP_SET_MODE_FILTER, flags with NEW_LISTENER, prog): never allowed, and
+        // in the profiles that allow seccomp(2) an EPERM, which outranks USER_NOTIF.
+        let x = super::super::AUDIT_ARCH_X86_64;
+        let nr = syscalls::number("seccomp").unwrap() as i32;
+        let set_filter = u64::from(libc::SECCOMP_SET_MODE_FILTER);
+        for p in [Profile::Default, Profile::DenyNetwork, Profile::Strict] {
+            let t = table(p);
+            for flags in [NEW_LISTENER, NEW_LISTENER | 1, NEW_LISTENER | 0xffff_0000_0000_0000] {
+                let got = t.expected(x, nr, &[set_filter, flags, 0x7ffd_1000, 0, 0, 0]);
+                let want = if p == Profile::Strict {
+                    Action::KillProcess
+                } else {
+                    EPERM
+                };
+                assert_eq!(got, want, "{p} flags {flags:#x}");
+                let notified = t.clone().with_kill_as(Action::UserNotif);
+                assert_ne!(
+                    notified.expected(x, nr, &[set_filter, flags, 0, 0, 0, 0]),
+                    Action::Allow
+                );
+            }
+        }
+        // A filter without a listener (e.g. TSYNC) is still the workload's own business.
+        let d = table(Profile::Default);
+        for flags in [0u64, 1, 1 << 40] {
+            assert_eq!(
+                d.expected(x, nr, &[set_filter, flags, 0, 0, 0, 0]),
+                Action::Allow,
+                "{flags:#x}"
+            );
         }
     }
 

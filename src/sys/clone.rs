@@ -91,6 +91,9 @@ pub enum Step {
     Exec = 15,
     /// Resetting the signal mask and dispositions.
     Signals = 16,
+    /// Building and enforcing the Landlock ruleset (the detail is a
+    /// [`super::landlock::Failure`]: which call, which rule).
+    Landlock = 17,
 }
 
 impl Step {
@@ -113,6 +116,7 @@ impl Step {
             Chdir,
             Exec,
             Signals,
+            Landlock,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -137,6 +141,7 @@ impl Step {
             Step::Chdir => "chdir",
             Step::Exec => "execve",
             Step::Signals => "signal reset",
+            Step::Landlock => "Landlock restriction",
         }
     }
 }
@@ -261,7 +266,8 @@ pub struct SetupPlan {
 
 /// The privilege step, last before the workload runs: the order DESIGN.md gives is
 /// bounding set, keep-caps, uid/gid change, permitted/inheritable/effective, ambient,
-/// `no_new_privs` (all in [`crate::caps::CapsPlan::apply_current_thread`]), then seccomp
+/// `no_new_privs` (all in [`crate::caps::CapsPlan::apply_current_thread`]), the Landlock
+/// ruleset ([`super::landlock::RulesetPlan::apply_current_thread`]), then seccomp
 /// ([`crate::seccomp::CompiledFilter::install_current_thread`]). Both are built in the parent
 /// and documented as child-safe (allocation-free, raw system calls on prepared data).
 #[derive(Debug, Default)]
@@ -270,8 +276,30 @@ pub struct Privileges<'a> {
     pub no_new_privs: bool,
     /// The capability drop.
     pub caps: Option<&'a crate::caps::CapsPlan>,
+    /// The Landlock ruleset, built and enforced after `no_new_privs`, before seccomp.
+    pub landlock: Option<&'a super::landlock::RulesetPlan>,
     /// The seccomp filter, installed last.
     pub seccomp: Option<&'a crate::seccomp::CompiledFilter>,
+    /// With a notifying `seccomp` filter ([`crate::seccomp::CompiledFilter::notifies`]):
+    /// where its listener goes. Without it such a filter is installed without a listener.
+    pub seccomp_listener: Option<ListenerHandover<'a>>,
+}
+
+/// How a notifying filter's listener reaches the supervisor: installed with
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`, sent over `sock` with `SCM_RIGHTS` (tag
+/// [`crate::seccomp::notify::LISTENER_TAG`]), then the listener and `sock` are closed in the
+/// workload, so that nothing it runs can answer its own notifications. Between the install and
+/// the `execve` only `sendmsg`, `close` and `execve` (and `write`/`exit_group` on failure) are
+/// called: every profile allows them, so none of them is ever notified (a notified call before
+/// the listener left would wait for ever).
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerHandover<'a> {
+    /// The context's end of the socket pair the supervisor created before cloning.
+    pub sock: BorrowedFd<'a>,
+    /// Installed instead when the kernel refuses a listener with `EBUSY` (a filter with a
+    /// listener is in this thread's chain already, e.g. nebula itself runs under another
+    /// notifier): the same profile with kills as `KILL_PROCESS`, reported as a plain `SIGSYS`.
+    pub fallback: &'a crate::seccomp::CompiledFilter,
 }
 
 /// What the workload process does just before it runs the workload.
@@ -427,7 +455,7 @@ pub fn wait_for(sync: BorrowedFd<'_>, expect: u8) {
 ///
 /// # References
 /// setresuid(2), setgroups(2), sethostname(2), user_namespaces(7).
-pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>) {
+pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>, sync: BorrowedFd<'_>) {
     if plan.become_root {
         // SAFETY: integer arguments only.
         if unsafe { libc::setresgid(0, 0, 0) } < 0 {
@@ -437,6 +465,7 @@ pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>) {
         if unsafe { libc::setresuid(0, 0, 0) } < 0 {
             fail(report_fd, Step::SetIds, 1, errno());
         }
+        rearm_death_signal(report_fd, Some(sync));
     }
     if plan.drop_groups {
         // SAFETY: a zero-length list with a NULL pointer is the documented way to clear.
@@ -470,20 +499,75 @@ pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>) {
     }
 }
 
+/// Sets `PR_SET_PDEATHSIG=SIGKILL` again after a change of credentials: the kernel clears the
+/// parent-death signal whenever the effective ids change (`commit_creds`), and becoming root of
+/// a user namespace whose root is another host id is such a change. With `sync`, then exits
+/// if the supervisor died before the signal was set again (every write end of the sync pipe is
+/// closed: `POLLHUP`). Allocation-free.
+///
+/// # References
+/// prctl(2) `PR_SET_PDEATHSIG` ("cleared ... upon changes to effective user ID ..."), poll(2).
+pub fn rearm_death_signal(report_fd: BorrowedFd<'_>, sync: Option<BorrowedFd<'_>>) {
+    // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
+        fail(report_fd, Step::DeathSignal, 1, errno());
+    }
+    if let Some(sync) = sync {
+        let mut p = libc::pollfd {
+            fd: sync.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: p is one live pollfd; a zero timeout only samples the pipe's state.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r > 0 && p.revents & libc::POLLHUP != 0 {
+            exit_now(CHILD_PARENT_GONE);
+        }
+    }
+}
+
 /// The privilege step, in DESIGN.md's order; allocation-free. A failure is returned as the
 /// step and a 64-bit code: the module error's `encode()` for capabilities and seccomp, the
-/// errno for `no_new_privs`.
+/// errno for `no_new_privs`, `(Failure::encode() << 32) | errno` for Landlock. The Landlock
+/// ruleset comes after `no_new_privs` (which `landlock_restrict_self` needs once
+/// `CAP_SYS_ADMIN` is gone) and before seccomp (whose filter may deny the Landlock calls).
 ///
 /// # Errors
 /// The step that failed and its code.
 ///
 /// # References
-/// prctl(2) `PR_SET_NO_NEW_PRIVS`, capabilities(7), seccomp(2).
+/// prctl(2) `PR_SET_NO_NEW_PRIVS`, capabilities(7), landlock(7), seccomp(2).
 pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
     if let Some(caps) = p.caps
         && let Err(e) = caps.apply_current_thread()
     {
         return Err((Step::Capabilities, e.encode().unwrap_or(libc::EIO as u64)));
+    }
+    if p.caps.is_some_and(|c| c.target_uid().is_some() || c.target_gid().is_some()) {
+        // The uid change cleared the parent-death signal (see rearm_death_signal); it matters
+        // when the workload is the context's top process (no pid namespace).
+        // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
+        if unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        } < 0
+        {
+            return Err((Step::DeathSignal, errno() as u64));
+        }
     }
     if p.no_new_privs {
         // SAFETY: integer arguments only.
@@ -491,12 +575,58 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
             return Err((Step::NoNewPrivs, errno() as u64));
         }
     }
-    if let Some(filter) = p.seccomp
-        && let Err(e) = filter.install_current_thread()
+    if let Some(ruleset) = p.landlock
+        && let Err((failure, errno)) = ruleset.apply_current_thread()
     {
-        return Err((Step::Seccomp, e.encode().unwrap_or(libc::EIO as u64)));
+        // (detail, errno) = (which call and rule, the errno).
+        return Err((
+            Step::Landlock,
+            (u64::from(failure.encode()) << 32) | u64::from(errno as u32),
+        ));
+    }
+    if let Some(filter) = p.seccomp {
+        let installed = match p.seccomp_listener {
+            Some(h) if filter.notifies() => install_and_hand_over(filter, h),
+            _ => filter.install_current_thread(),
+        };
+        if let Err(e) = installed {
+            return Err((Step::Seccomp, e.encode().unwrap_or(libc::EIO as u64)));
+        }
     }
     Ok(())
+}
+
+/// Installs `filter` with a listener and sends the listener to the supervisor, then closes
+/// both the listener and the socket here (see [`ListenerHandover`]); on `EBUSY` installs
+/// the fallback filter instead. Allocation-free: `seccomp`, `sendmsg` and `close` on
+/// prepared data.
+fn install_and_hand_over(
+    filter: &crate::seccomp::CompiledFilter,
+    h: ListenerHandover<'_>,
+) -> Result<(), crate::seccomp::SeccompError> {
+    use crate::seccomp::SeccompError;
+    let listener = match filter.install_current_thread_with_listener() {
+        Ok(l) => l,
+        Err(SeccompError::InstallListener { errno: libc::EBUSY }) => {
+            return h.fallback.install_current_thread();
+        }
+        Err(e) => return Err(e),
+    };
+    let sent = super::scm::send_fd(
+        h.sock,
+        std::os::fd::AsFd::as_fd(&listener),
+        crate::seccomp::notify::LISTENER_TAG,
+    );
+    // The supervisor holds its own copy now (SCM_RIGHTS duplicated the open file).
+    drop(listener);
+    // SAFETY: the socket is the context's end of the pair, open in this process's own fd
+    // table (a copy: clone without CLONE_FILES); its OwnedFd lives in the copied memory of the
+    // supervisor's plan and is never dropped here (the workload execs or _exits), so closing
+    // the number now cannot close it twice.
+    unsafe { libc::close(h.sock.as_raw_fd()) };
+    sent.map_err(|e| SeccompError::SendListener {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })
 }
 
 /// Unblocks every signal and puts `SIGPIPE` back to its default (Rust's runtime ignores it,
@@ -602,6 +732,18 @@ fn raw_fork() -> io::Result<i32> {
 pub fn pid1_reap(workload: i32, report_fd: BorrowedFd<'_>) -> ! {
     // SAFETY: integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // pid 1 holds a copy of every descriptor the supervisor had open when it cloned (other
+    // contexts' pipes, id leases whose flock would stay held): keep only the report pipe.
+    let rep = report_fd.as_raw_fd() as libc::c_uint;
+    // SAFETY: close_range takes integers; pid 1's fd table is its own (no CLONE_FILES) and
+    // nothing in pid 1 uses a descriptor other than the report pipe after this point. The
+    // OwnedFds in its copy of the supervisor's memory are never dropped (it only _exits).
+    unsafe {
+        if rep > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, rep - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, rep + 1, libc::c_uint::MAX, 0u32);
+    }
     loop {
         let mut status = 0;
         // SAFETY: status is a live c_int; a NULL rusage is allowed.
@@ -638,7 +780,7 @@ fn exec_child(plan: &ExecPlan<'_>) -> ! {
     let rep = plan.prologue.report;
     prologue(&plan.prologue);
     wait_for(plan.prologue.sync, GO);
-    setup(&plan.setup, rep);
+    setup(&plan.setup, rep, plan.prologue.sync);
     if plan.pid1 {
         pid1_fork_workload(rep);
     }

@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod clone;
 pub mod fd;
+pub mod landlock;
 pub mod mm;
 pub mod mount;
 pub mod pkey;
@@ -18,6 +19,7 @@ pub mod process;
 pub mod rlimit;
 pub mod scm;
 pub mod seccomp;
+pub mod seccomp_notify;
 pub mod signal;
 pub mod tty;
 pub mod uffd;

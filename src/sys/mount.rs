@@ -62,6 +62,20 @@ pub enum MountStep {
         /// The path to hide.
         target: CString,
     },
+    /// A masked path (OCI `maskedPaths`): a directory gets an empty read-only tmpfs as in
+    /// [`MountStep::Mask`], anything else `/dev/null` bound read-only over it (so it reads as
+    /// empty). A path that does not exist is skipped, as runc does.
+    MaskPath {
+        /// The path to hide.
+        target: CString,
+    },
+    /// A read-only path (OCI `readonlyPaths`): `target` bound onto itself, then
+    /// `MOUNT_ATTR_RDONLY | NOSUID | NODEV | NOEXEC` recursively. A path that does not exist
+    /// is skipped.
+    ReadOnlyPath {
+        /// The path.
+        target: CString,
+    },
 }
 
 impl MountStep {
@@ -87,6 +101,8 @@ impl MountStep {
             MountStep::Proc { target } => format!("proc on {}", s(target)),
             MountStep::Sysfs { target } => format!("sysfs on {} read-only", s(target)),
             MountStep::Mask { target } => format!("mask {} (empty read-only tmpfs)", s(target)),
+            MountStep::MaskPath { target } => format!("mask {} (masked path)", s(target)),
+            MountStep::ReadOnlyPath { target } => format!("read-only path {}", s(target)),
         }
     }
 }
@@ -233,10 +249,60 @@ pub fn apply(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
                 libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 Some(c"size=4k,mode=0555"),
             ),
+            MountStep::MaskPath { target } => mask_path(target),
+            MountStep::ReadOnlyPath { target } => {
+                const ATTRS: u64 = (linux_raw_sys::general::MOUNT_ATTR_RDONLY
+                    | linux_raw_sys::general::MOUNT_ATTR_NOSUID
+                    | linux_raw_sys::general::MOUNT_ATTR_NODEV
+                    | linux_raw_sys::general::MOUNT_ATTR_NOEXEC) as u64;
+                match mount(
+                    Some(target),
+                    target,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                ) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                    r => r.and_then(|()| mount_setattr(target, true, ATTRS, 0)),
+                }
+            }
         };
         r.map_err(|e| (i, e))?;
     }
     Ok(())
+}
+
+/// [`MountStep::MaskPath`]: `lstat`, then an empty read-only tmpfs over a directory or
+/// `/dev/null` bound read-only over anything else; `ENOENT` is not an error. No allocation.
+fn mask_path(target: &CStr) -> io::Result<()> {
+    // SAFETY: all-zero is a valid `struct stat` (integers only), overwritten by lstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: target is NUL-terminated and st is a live, writable struct stat.
+    if unsafe { libc::lstat(target.as_ptr(), &mut st) } < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOENT) {
+            Ok(())
+        } else {
+            Err(e)
+        };
+    }
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return mount(
+            Some(c"tmpfs"),
+            target,
+            Some(c"tmpfs"),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(c"size=4k,mode=0555"),
+        );
+    }
+    mount(Some(c"/dev/null"), target, None, libc::MS_BIND, None).and_then(|()| {
+        mount_setattr(
+            target,
+            false,
+            linux_raw_sys::general::MOUNT_ATTR_RDONLY as u64,
+            0,
+        )
+    })
 }
 
 /// Brings the loopback interface `lo` of the calling process's network namespace up

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod completions;
 mod demo;
+mod hints;
 mod kill;
 mod list;
 mod probe;
@@ -40,6 +41,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if rustix::process::geteuid().is_root() {
+        // Id ranges that a supervisor killed outright left leased go back to the pool once
+        // nothing runs with their ids (the context died with its supervisor).
+        nebula_memory::isolation::process::IdPool::reclaim_system();
+    }
     let result = match cli.command {
         Command::Probe(p) => p.run(),
         Command::Demo(d) => d.run(),

@@ -7,7 +7,7 @@ use nebula_memory::cgroup::{CpuMax, IoMax, Limit, format_size};
 use nebula_memory::isolation::process::profile::{self as pf, RunProfile, format_duration};
 use nebula_memory::isolation::process::registry::{EntryLimits, Registry};
 use nebula_memory::isolation::process::{
-    BindMount, Command, MemoryEnforcement, Network, Outcome, ProcessError, ProcessIsolation,
+    BindMount, Command, MemoryEnforcement, MemoryFallback, Network, Outcome, ProcessError, ProcessIsolation,
     TmpfsMount,
 };
 use nebula_memory::seccomp::Profile as Seccomp;
@@ -35,6 +35,11 @@ pub struct Run {
     /// Memory limit (memory.max), e.g. 64M, 1.5G; beyond it the context is OOM-killed.
     #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
     memory: Option<u64>,
+    /// Without cgroup v2: refuse --memory (the default), or rlimit-as: limit each process's
+    /// address space to it instead (RLIMIT_AS: reserved address space per process, not
+    /// resident memory per context).
+    #[arg(long, value_name = "refuse|rlimit-as", value_parser = pf::parse_memory_fallback)]
+    memory_fallback: Option<MemoryFallback>,
     /// Memory throttling threshold (memory.high).
     #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
     memory_high: Option<u64>,
@@ -63,6 +68,20 @@ pub struct Run {
     /// Seccomp profile: default, strict, deny-network or none.
     #[arg(long, value_name = "PROFILE", value_parser = pf::parse_seccomp)]
     seccomp: Option<Seccomp>,
+    /// Landlock under the read-only root: writes only to the context's tmpfs mounts
+    /// (--tmpfs, /tmp), its writable binds and /dev/null, zero, full, tty, random, urandom,
+    /// even where a mount is writable; mount changes are refused. Refused where the kernel
+    /// has no Landlock (nebula-ctl probe says why).
+    #[arg(long, overrides_with = "no_landlock")]
+    landlock: bool,
+    /// No Landlock (the default; overrides `landlock = true` of a profile).
+    #[arg(long, overrides_with = "landlock")]
+    no_landlock: bool,
+    /// With Landlock, reads and execution only beneath PATH (and the writable places);
+    /// implies --landlock. List the program's and its libraries' directories too (e.g.
+    /// /usr). Repeatable.
+    #[arg(long, value_name = "PATH", value_parser = pf::parse_landlock_path)]
+    landlock_read: Vec<PathBuf>,
     /// Read-only root (the default); --rw-root turns it off.
     #[arg(long, overrides_with = "rw_root")]
     ro_root: bool,
@@ -75,9 +94,14 @@ pub struct Run {
     /// Bind-mount host path SRC at DST (writable unless :ro). Repeatable.
     #[arg(long, value_name = "SRC:DST[:ro]", value_parser = pf::parse_bind)]
     bind: Vec<BindMount>,
-    /// The host uid (and gid) that root inside the context maps to.
+    /// The one host uid (and gid) that root inside the context maps to. By default a root
+    /// caller gives each context a range of 65,536 host ids of its own (nebula's pool in
+    /// /etc/subuid); `--uid 0` makes the workload root of the host.
     #[arg(long, value_name = "UID[:GID]", value_parser = pf::parse_uid)]
     uid: Option<(u32, u32)>,
+    /// The id inside the context that the command runs as (default 0, root of the context).
+    #[arg(long, value_name = "UID[:GID]", value_parser = pf::parse_uid)]
+    user: Option<(u32, u32)>,
     /// The hostname inside.
     #[arg(long)]
     hostname: Option<String>,
@@ -157,6 +181,7 @@ impl Run {
         RunProfile {
             name: self.name.clone(),
             memory: self.memory,
+            memory_fallback: self.memory_fallback,
             memory_high: self.memory_high,
             swap: self.swap,
             cpu: self.cpu,
@@ -166,6 +191,12 @@ impl Run {
             cpu_time: self.cpu_time,
             net: self.net,
             seccomp: self.seccomp,
+            landlock: match (self.landlock, self.no_landlock) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            landlock_read: self.landlock_read.clone(),
             ro_root: match (self.ro_root, self.rw_root) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
@@ -174,6 +205,7 @@ impl Run {
             tmpfs: self.tmpfs.clone(),
             bind: self.bind.clone(),
             uid: self.uid,
+            user: self.user,
             hostname: self.hostname.clone(),
             env: self.env.clone(),
             cwd: self.cwd.clone(),
@@ -195,9 +227,21 @@ impl Run {
         if self.level == Level::Critical {
             return Ok(crate::run_other::critical(&p, &self.command));
         }
+        if p.uid.is_some_and(|(u, _)| u == 0) {
+            eprintln!(
+                "nebula-ctl: warning: --uid 0 maps root inside to root of the host: the workload \
+                 can change host settings that the read-only root does not protect"
+            );
+        }
         let iso = match ProcessIsolation::new(p.to_config()) {
             Ok(i) => i,
-            Err(e) => return Ok(refuse(error_code(&e), &e)),
+            Err(e) => {
+                let code = refuse(error_code(&e), &e);
+                if let Some(h) = crate::hints::process(&e) {
+                    eprintln!("  {h}");
+                }
+                return Ok(code);
+            }
         };
         let cmd = Command::new(&self.command[0]).args(&self.command[1..]);
         let running = match iso.spawn_command(&cmd) {
@@ -222,6 +266,7 @@ impl Run {
             p.name.clone(),
             running.pid(),
             running.cgroup().map(|l| l.path().to_owned()),
+            Some(running.host_ids()),
             limits,
             command,
         ) {
@@ -323,24 +368,33 @@ fn summary(o: &Outcome, p: &RunProfile) -> Option<String> {
         return Some(format!("killed: cpu time limit {t}"));
     }
     if o.seccomp_killed {
-        let nr = o.violations.iter().find_map(|v| match v.kind {
-            ViolationKind::Seccomp { syscall } => syscall,
-            _ => None,
-        });
-        let what = match nr {
-            Some(n) => match u32::try_from(n)
-                .ok()
-                .and_then(nebula_memory::seccomp::syscalls::name)
-            {
-                Some(name) => format!("syscall {n} / {name}"),
-                None => format!("syscall {n}"),
-            },
-            None => "SIGSYS; the kernel does not report which syscall to the parent".to_owned(),
-        };
         let profile = p.seccomp.unwrap_or(Seccomp::Default);
-        return Some(format!(
-            "killed: seccomp violation ({what}; profile {profile})"
-        ));
+        let denied = o.denied_syscall.or_else(|| {
+            o.violations.iter().find_map(|v| match v.kind {
+                ViolationKind::Seccomp { syscall } => syscall,
+                _ => None,
+            })
+        });
+        return Some(match denied {
+            // "killed: seccomp violation at openat(2) (nr 257; profile strict)"
+            Some(d) => match d.name {
+                Some(name) => format!(
+                    "killed: seccomp violation at {name}(2) (nr {}; profile {profile})",
+                    d.nr
+                ),
+                None => format!(
+                    "killed: seccomp violation at system call nr {} ({}; profile {profile})",
+                    d.nr,
+                    d.arch_name()
+                ),
+            },
+            // No notification: the filter's architecture or x32 guard (KILL_PROCESS), or a
+            // SIGSYS from elsewhere; the kernel names no call then.
+            None => format!(
+                "killed: seccomp violation (SIGSYS without a notification: a foreign-architecture \
+                 or x32 system call; profile {profile})"
+            ),
+        });
     }
     if o.pids_limit_hits > 0 {
         let max = p
@@ -384,6 +438,11 @@ fn record(o: &Outcome, id: &str, name: Option<&str>) -> serde_json::Value {
         "timed_out": o.timed_out,
         "cpu_time_exceeded": o.cpu_time_exceeded,
         "seccomp_killed": o.seccomp_killed,
+        "denied_syscall": o.denied_syscall.map(|d| serde_json::json!({
+            "nr": d.nr,
+            "name": d.name,
+            "arch": d.arch_name(),
+        })),
         "pids_limit_hits": o.pids_limit_hits,
         "memory_peak": o.memory_peak,
         "max_rss_bytes": o.max_rss_bytes,

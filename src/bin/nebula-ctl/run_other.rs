@@ -13,6 +13,7 @@ use crate::run::{REFUSED, USAGE};
 /// The options of `p` that are set but do not apply to a level that takes only `allowed`.
 fn foreign_options(p: &RunProfile, allowed: &[&str]) -> Vec<&'static str> {
     let set = [
+        ("memory-fallback", p.memory_fallback.is_some()),
         ("memory-high", p.memory_high.is_some()),
         ("swap", p.swap.is_some()),
         ("cpu", p.cpu.is_some()),

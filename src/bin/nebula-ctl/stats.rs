@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use nebula_memory::isolation::process::registry::{Registry, RegistryError, Stats};
+use nebula_memory::isolation::process::registry::{Registries, RegistryError, Stats};
 
 use crate::run::human;
 
@@ -8,7 +8,8 @@ use crate::run::human;
 ///
 /// Memory current and peak against the limit, CPU time, processes, OOM and limit events:
 /// from the context's cgroup when it has one, else summed over its processes in /proc.
-/// Exit status 1 when no live context matches.
+/// A user sees their own contexts, root every user's (see `nebula-ctl list`). Exit status 1
+/// when no live context matches.
 #[derive(clap::Args, Debug)]
 pub struct StatsCmd {
     /// The context's id, id prefix or name.
@@ -33,15 +34,15 @@ pub fn memory_line(s: &Stats) -> String {
 
 impl StatsCmd {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let reg = Registry::open_default();
-        let e = match reg.find(&self.context) {
-            Ok(e) => e,
+        let found = match Registries::visible().find(&self.context) {
+            Ok(l) => l,
             Err(e @ (RegistryError::NotFound(_) | RegistryError::Ambiguous { .. })) => {
                 eprintln!("nebula-ctl: {e}");
                 return Ok(ExitCode::FAILURE);
             }
             Err(e) => return Err(e.into()),
         };
+        let (reg, e) = (found.registry, found.entry);
         let s = reg.stats(&e)?;
         if self.json {
             let v = serde_json::json!({ "entry": e, "stats": s });
@@ -49,6 +50,7 @@ impl StatsCmd {
             return Ok(ExitCode::SUCCESS);
         }
         println!("context   {} ({})", e.id, e.label());
+        println!("owner     {}", crate::list::user_name(e.owner));
         println!("pid       {} (source: {})", e.pid, s.source);
         println!("memory    {}", memory_line(&s));
         if let Some(p) = s.memory_peak {

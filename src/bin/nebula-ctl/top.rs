@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nebula_memory::isolation::process::profile::parse_duration;
-use nebula_memory::isolation::process::registry::{Registry, Stats, terminal};
+use nebula_memory::isolation::process::registry::{Registries, Stats, terminal};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::run::human;
 
-/// A live full-screen view of every running context: memory against its limit as a bar, CPU,
+/// A live full-screen view of every running context (a user's own; root: every user's): memory against its limit as a bar, CPU,
 /// processes, OOM and limit events; refreshes every second, `q` quits.
 ///
 /// When stdout is not a terminal, prints the same table as plain text once per interval (or
@@ -53,21 +53,31 @@ impl Cpu {
     }
 }
 
-fn frame(reg: &Registry, cpu: &mut Cpu, width: usize) -> anyhow::Result<Vec<String>> {
-    let entries = reg.entries()?;
+fn frame(regs: &Registries, cpu: &mut Cpu, width: usize) -> anyhow::Result<Vec<String>> {
+    let entries = regs.entries()?.contexts;
+    let others = regs.registries().len() - 1;
     let mut lines = vec![
         format!(
-            "nebula-ctl top: {} context(s), registry {}",
+            "nebula-ctl top: {} context(s), registry {}{}",
             entries.len(),
-            reg.dir().display()
+            regs.registries()[0].dir().display(),
+            if others > 0 {
+                format!(
+                    " and {others} user registr{}",
+                    if others == 1 { "y" } else { "ies" }
+                )
+            } else {
+                String::new()
+            }
         ),
         format!(
             "{:<16} {:>7} {:<22} {:>17} {:>6} {:>9}  EVENTS",
             "NAME", "PID", "MEMORY", "USED/LIMIT", "CPU%", "PIDS"
         ),
     ];
-    for e in &entries {
-        let Ok(s) = reg.stats(e) else {
+    for l in &entries {
+        let e = &l.entry;
+        let Ok(s) = l.registry.stats(e) else {
             continue; // ended between listing and reading
         };
         let used = format!(
@@ -118,7 +128,7 @@ fn frame(reg: &Registry, cpu: &mut Cpu, width: usize) -> anyhow::Result<Vec<Stri
 
 impl Top {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let reg = Registry::open_default();
+        let reg = Registries::visible();
         let mut cpu = Cpu::default();
         let stdin = std::io::stdin();
         let interactive = !self.once && std::io::stdout().is_terminal() && stdin.is_terminal();
@@ -150,7 +160,7 @@ impl Top {
 
     fn interactive(
         &self,
-        reg: &Registry,
+        reg: &Registries,
         cpu: &mut Cpu,
         out: &mut std::io::Stdout,
     ) -> anyhow::Result<()> {

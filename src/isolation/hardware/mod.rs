@@ -583,7 +583,7 @@ pub enum HardwareError {
     },
     /// The guest kernel could not be had.
     #[error(
-        "no guest kernel: {detail}; Hint: run tools/vm/kernel.sh by hand, or give a kernel with HardwareConfig::kernel"
+        "no guest kernel: {detail}; Hint: run tools/vm/kernel.sh by hand (it fetches a Debian kernel into the VM cache, $VM_CACHE), or configure the path of a kernel image"
     )]
     Kernel {
         /// What failed.
@@ -644,7 +644,7 @@ pub enum HardwareError {
     },
     /// The guest did not reach `/init` within the boot timeout.
     #[error(
-        "the guest did not start the command within {timeout:?} (accel {accel}); console: {console}; Hint: raise HardwareConfig::boot_timeout, or use Accel::Tcg where KVM hangs"
+        "the guest did not start the command within {timeout:?} (accel {accel}); console: {console}; Hint: allow a longer boot timeout, or use the TCG accelerator (software emulation) where KVM hangs"
     )]
     BootTimeout {
         /// The timeout.

@@ -45,7 +45,7 @@ where
     sc::wait_for(pro.sync, sc::GO);
     let setup = iso.setup_plan();
     if !ns.contains(Namespaces::PID) {
-        sc::setup(&setup, rep);
+        sc::setup(&setup, rep, pro.sync);
         run_workload(iso, fds, f);
     }
     match sc::fork() {
@@ -57,7 +57,7 @@ where
                 parent_pid: None,
                 close: Vec::new(),
             });
-            sc::setup(&setup, rep);
+            sc::setup(&setup, rep, pro.sync);
             match sc::fork() {
                 Ok(None) => run_workload(iso, fds, f),
                 Ok(Some(w)) => sc::pid1_reap(w, rep),

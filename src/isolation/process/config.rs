@@ -60,6 +60,57 @@ pub enum Sysfs {
     Host,
 }
 
+/// Who a context's ids are on the host: what its user namespace's `uid_map`/`gid_map` say.
+/// See [`super::idpool`] for the decision and the alternatives set aside.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Identity {
+    /// The default. A supervisor running as root leases a range of
+    /// [`RANGE`](super::idpool::RANGE) ids of its own for each context from nebula's pool
+    /// ([`IdPool::system`](super::idpool::IdPool::system)): root inside is an unprivileged
+    /// host uid that no other context and nothing of the host has. Any other caller maps root
+    /// inside to its own ids (one id), the only mapping an unprivileged user may write.
+    #[default]
+    Auto,
+    /// A range from this pool (as [`Identity::Auto`] as root, with other files).
+    Pool(super::idpool::IdPool),
+    /// Root inside is this one host id. `Host { uid: 0, gid: 0 }` makes the workload root of
+    /// the host (with a read-only view): it can write host sysctls and read root-only files.
+    /// Only on request.
+    Host {
+        /// The host uid.
+        uid: u32,
+        /// The host gid.
+        gid: u32,
+    },
+}
+
+/// runc's default `maskedPaths`: hidden in every context with a mount namespace (a file gets
+/// `/dev/null` bound over it, a directory an empty read-only tmpfs; a path that does not exist
+/// is skipped).
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// runc's default `readonlyPaths`: bound read-only onto themselves in every context with a
+/// mount namespace (a path that does not exist is skipped).
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// What to do with a memory limit when cgroup v2 cannot enforce it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MemoryFallback {
@@ -178,16 +229,26 @@ pub struct MemoryPressureWatch {
 pub type ViolationCallback = Arc<dyn Fn(&ViolationInfo) + Send + Sync>;
 
 /// The configuration of a process context. [`ProcessConfig::default`] is the strict
-/// default: every namespace, root inside mapped to the caller, read-only root, a private
+/// default: every namespace, root inside mapped to a host id range of the context's own
+/// ([`Identity::Auto`]), runc's masked and read-only `/proc` and `/sys` paths, read-only
+/// root, a private
 /// 64 MiB `/tmp`, a fresh `/proc`, network none, every capability dropped, `no_new_privs`,
 /// the `default` seccomp profile, an empty environment, cwd `/`.
 #[derive(Clone)]
 pub struct ProcessConfig {
     /// The namespaces.
     pub namespaces: Namespaces,
-    /// Root (uid/gid 0) inside the user namespace is mapped to this `(uid, gid)` outside;
-    /// `None`: the caller's effective ids.
-    pub root_maps_to: Option<(u32, u32)>,
+    /// Who the context is on the host ([`Identity::Auto`]: a range of its own from nebula's
+    /// pool when the supervisor is root, the caller's ids otherwise).
+    pub identity: Identity,
+    /// The ids inside that the workload runs as, `(uid, gid)`; `None`: root (0, 0) of the
+    /// context's user namespace. Changed in the privilege step, with no supplementary groups.
+    pub user: Option<(u32, u32)>,
+    /// Paths hidden from the workload (OCI `maskedPaths`); default
+    /// [`DEFAULT_MASKED_PATHS`].
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths made read-only (OCI `readonlyPaths`); default [`DEFAULT_READONLY_PATHS`].
+    pub readonly_paths: Vec<PathBuf>,
     /// The hostname inside (needs [`Namespaces::UTS`]).
     pub hostname: Option<String>,
     /// Environment of a command (`execve`'s `envp`); a closure keeps the supervisor's.
@@ -220,6 +281,12 @@ pub struct ProcessConfig {
     pub keep_caps: Vec<crate::caps::Capability>,
     /// The seccomp profile installed last before the workload runs ([`crate::seccomp`]).
     pub seccomp: crate::seccomp::Profile,
+    /// Landlock, a second layer under the read-only root ([`crate::landlock`]): writes only
+    /// beneath [`ProcessConfig::tmpfs`] mounts, writable [`ProcessConfig::binds`] and the
+    /// devices a shell needs; with a read allow-list, reads and execution only beneath it
+    /// too. Enforced by the workload after `no_new_privs` (which it turns on), before the
+    /// seccomp filter. `None` (the default): no Landlock. Refused where the kernel has none.
+    pub landlock: Option<crate::landlock::Landlock>,
     /// Whether to use a cgroup v2 leaf.
     pub cgroup: CgroupUse,
     /// The cgroup under which nebula's root (`nebula/`) is created; `None`: the supervisor's
@@ -243,7 +310,10 @@ impl std::fmt::Debug for ProcessConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessConfig")
             .field("namespaces", &self.namespaces)
-            .field("root_maps_to", &self.root_maps_to)
+            .field("identity", &self.identity)
+            .field("user", &self.user)
+            .field("masked_paths", &self.masked_paths)
+            .field("readonly_paths", &self.readonly_paths)
             .field("hostname", &self.hostname)
             .field("env", &self.env)
             .field("cwd", &self.cwd)
@@ -258,6 +328,7 @@ impl std::fmt::Debug for ProcessConfig {
             .field("drop_caps", &self.drop_caps)
             .field("keep_caps", &self.keep_caps)
             .field("seccomp", &self.seccomp)
+            .field("landlock", &self.landlock)
             .field("cgroup", &self.cgroup)
             .field("cgroup_parent", &self.cgroup_parent)
             .field("stdio", &(self.stdin, self.stdout, self.stderr))
@@ -274,7 +345,10 @@ impl Default for ProcessConfig {
     fn default() -> Self {
         ProcessConfig {
             namespaces: Namespaces::all(),
-            root_maps_to: None,
+            identity: Identity::Auto,
+            user: None,
+            masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
+            readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             hostname: None,
             env: Vec::new(),
             cwd: PathBuf::from("/"),
@@ -292,6 +366,7 @@ impl Default for ProcessConfig {
             drop_caps: true,
             keep_caps: Vec::new(),
             seccomp: crate::seccomp::Profile::Default,
+            landlock: None,
             cgroup: CgroupUse::Auto,
             cgroup_parent: None,
             stdin: Stdio::Inherit,
@@ -355,9 +430,37 @@ impl ProcessConfig {
         self
     }
 
-    /// Maps root inside to `(uid, gid)` outside.
+    /// Maps root inside to the one host id `(uid, gid)` ([`Identity::Host`]); `(0, 0)` is
+    /// host root.
     pub fn root_maps_to(mut self, uid: u32, gid: u32) -> Self {
-        self.root_maps_to = Some((uid, gid));
+        self.identity = Identity::Host { uid, gid };
+        self
+    }
+
+    /// Sets who the context is on the host.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Runs the workload as `(uid, gid)` inside its user namespace instead of root.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// Replaces the masked paths (OCI `maskedPaths`).
+    pub fn masked_paths<I: IntoIterator<Item = P>, P: Into<PathBuf>>(mut self, paths: I) -> Self {
+        self.masked_paths = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Replaces the read-only paths (OCI `readonlyPaths`).
+    pub fn readonly_paths<I: IntoIterator<Item = P>, P: Into<PathBuf>>(
+        mut self,
+        paths: I,
+    ) -> Self {
+        self.readonly_paths = paths.into_iter().map(Into::into).collect();
         self
     }
 
@@ -452,6 +555,12 @@ impl ProcessConfig {
     /// Sets the seccomp profile.
     pub fn seccomp(mut self, p: crate::seccomp::Profile) -> Self {
         self.seccomp = p;
+        self
+    }
+
+    /// Turns Landlock on with `plan` (see [`ProcessConfig::landlock`]), or off with `None`.
+    pub fn landlock(mut self, plan: impl Into<Option<crate::landlock::Landlock>>) -> Self {
+        self.landlock = plan.into();
         self
     }
 

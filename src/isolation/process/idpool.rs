@@ -360,6 +360,37 @@ impl IdPool {
         })
     }
 
+    /// nebula's pool as the subordinate-id files declare it, without adding anything: `None`
+    /// when either file has no `nebula` entry (nothing was ever leased).
+    ///
+    /// # Errors
+    ///
+    /// [`IdPoolError::ReadSubid`], [`IdPoolError::PoolTooSmall`].
+    pub fn declared(&self) -> Result<Option<DeclaredPool>, IdPoolError> {
+        let entry = |p: &Path| match std::fs::read_to_string(p) {
+            Ok(t) => Ok(parse_subid(&t).into_iter().find(|e| e.name == POOL_NAME)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(IdPoolError::ReadSubid {
+                path: p.to_owned(),
+                source,
+            }),
+        };
+        match (entry(&self.subuid)?, entry(&self.subgid)?) {
+            (Some(_), Some(_)) => self.declare().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// What every `nebula-ctl` command does first as root: [`IdPool::reclaim`] on the system
+    /// pool, if one was declared. Errors are ignored (the next lease retries).
+    pub fn reclaim_system() -> Vec<IdRange> {
+        let pool = IdPool::system();
+        match pool.declared() {
+            Ok(Some(d)) => pool.reclaim(&d).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn ensure_dir(&self) -> Result<(), IdPoolError> {
         let err = |source| IdPoolError::Lease {
             path: self.leases.clone(),

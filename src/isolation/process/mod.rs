@@ -14,6 +14,25 @@
 //! that does not own the host's), so `/sys` is masked by an empty read-only tmpfs instead.
 //! [`Sysfs`] chooses otherwise.
 //!
+//! # Who the workload is on the host
+//!
+//! Root inside a context is never root outside by default. A supervisor running as root
+//! leases 65,536 host ids for each context from nebula's pool (a `nebula` entry in
+//! `/etc/subuid` and `/etc/subgid`, added on first use) and maps the context's ids 0..65535
+//! onto them; the lease is returned when the context ends. The workload runs as root of its
+//! user namespace (or [`ProcessConfig::user`]) and, to the host, as an unprivileged uid that
+//! no other context has: it cannot write host sysctls, read root-only files, or signal, trace
+//! or read the files of another context. [`Identity::Host`] maps root inside to one chosen
+//! host id instead (`Host { uid: 0, gid: 0 }` is host root, only on request); a supervisor
+//! that is not root maps its own ids. [`idpool`] has the decision and the alternatives set
+//! aside.
+//!
+//! On top, in every configuration with a mount namespace, runc's default `readonlyPaths`
+//! ([`DEFAULT_READONLY_PATHS`]: `/proc/sys`, `/proc/sysrq-trigger`, ...) are bound read-only
+//! and its `maskedPaths` ([`DEFAULT_MASKED_PATHS`]: `/proc/kcore`, `/proc/keys`,
+//! `/sys/firmware`, ...) hidden; both lists are [`ProcessConfig::readonly_paths`] and
+//! [`ProcessConfig::masked_paths`].
+//!
 //! # Overview
 //!
 //! ```text
@@ -118,13 +137,16 @@
 //! The workload's last step before `execve` (or the closure) is the privilege step, in
 //! DESIGN.md's order: the capability drop ([`crate::caps::CapsPlan`], built in
 //! [`ProcessIsolation::new`]: bounding set, permitted/effective/inheritable, ambient,
-//! `no_new_privs`), then the seccomp filter ([`crate::seccomp::CompiledFilter`], compiled in
-//! [`ProcessIsolation::new`], installed on the single-threaded workload). Both are applied by
+//! `no_new_privs`), then, with [`ProcessConfig::landlock`], the Landlock ruleset (prepared in
+//! [`ProcessIsolation::new`], built inside the context's mounts: see [`crate::landlock`]),
+//! then the seccomp filter ([`crate::seccomp::CompiledFilter`], compiled in
+//! [`ProcessIsolation::new`], installed on the single-threaded workload). All are applied by
 //! allocation-free child-side calls. pid 1 keeps its privileges in the user namespace (it only
 //! waits) but is non-dumpable, so the workload cannot ptrace it.
 
 mod child;
 mod config;
+pub mod idpool;
 mod outcome;
 pub mod profile;
 pub mod registry;
@@ -132,10 +154,12 @@ pub mod uffd_watch;
 
 pub use config::MemoryPressureWatch;
 pub use config::{
-    BindMount, CgroupUse, DEFAULT_TMP_SIZE, Limits, MemoryFallback, Namespaces, Network,
+    BindMount, CgroupUse, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEFAULT_TMP_SIZE,
+    Identity, Limits, MemoryFallback, Namespaces, Network,
     ProcessConfig, RLIM_INFINITY, Resource, RlimitSetting, Stdio, Sysfs, TmpfsMount,
     ViolationCallback,
 };
+pub use idpool::{IdLease, IdPool, IdPoolError, IdRange};
 pub use outcome::{ClosureError, ExitStatus, MemoryEnforcement, Outcome, ProcessError};
 
 use std::ffi::{CString, OsStr, OsString};
@@ -231,19 +255,68 @@ pub struct ProcessIsolation {
     root: Option<CgroupRoot>,
     rlimits: Vec<rlimit::RlimitSetting>,
     memory: MemoryEnforcement,
-    uid_map: String,
-    gid_map: String,
+    identity: IdSource,
     deny_setgroups: bool,
     mounts: Vec<MountStep>,
     cwd: CString,
     hostname: Option<Vec<u8>>,
     caps: Option<crate::caps::CapsPlan>,
+    landlock: Option<crate::sys::landlock::RulesetPlan>,
     filter: Option<crate::seccomp::CompiledFilter>,
+    /// With a notifying `filter`: the same profile with plain kills, for a kernel that
+    /// refuses the listener (see [`crate::sys::clone::ListenerHandover`]).
+    filter_fallback: Option<crate::seccomp::CompiledFilter>,
 }
 
 fn cstring(what: &str, s: &OsStr) -> Result<CString, ProcessError> {
     CString::new(s.as_bytes())
         .map_err(|_| ProcessError::InvalidConfig(format!("{what} {s:?} contains a NUL byte")))
+}
+
+/// Why the caller cannot create nebula's cgroup root and its leaves under `parent`, or
+/// `None` when it can: it must be able to write `parent`'s `cgroup.procs` (moving a child
+/// into a leaf needs write access at the common ancestor), `parent` itself or the existing
+/// `nebula` root (to create it or its leaves), and the `cgroup.subtree_control` files that
+/// still need a controller enabled. Checked with `access(2)`, nothing is written; root
+/// passes, a user passes where the subtree was delegated to them.
+fn cgroup_delegation_gap(parent: &Path) -> Option<String> {
+    let writable = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
+    let controllers = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let offered = controllers(&parent.join("cgroup.controllers"));
+    let missing_in = |dir: &Path| {
+        let enabled = controllers(&dir.join("cgroup.subtree_control"));
+        offered
+            .split_whitespace()
+            .any(|c| !enabled.split_whitespace().any(|e| e == c))
+    };
+    let root = parent.join("nebula");
+    let mut need = vec![parent.join("cgroup.procs")];
+    if missing_in(parent) {
+        need.push(parent.join("cgroup.subtree_control"));
+    }
+    if root.is_dir() {
+        need.push(root.clone());
+        need.push(root.join("cgroup.subtree_control"));
+    } else {
+        need.push(parent.to_owned());
+    }
+    let denied: Vec<String> = need
+        .iter()
+        .filter(|p| !writable(p))
+        .map(|p| p.display().to_string())
+        .collect();
+    if denied.is_empty() {
+        return None;
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    Some(format!(
+        "cgroup v2 is not delegated to uid {uid} at {}: {} {} not writable by uid {uid}; run as root, \
+         under `systemd-run --user --scope -p Delegate=yes`, or have root chown that cgroup \
+         (the directory, cgroup.procs and cgroup.subtree_control) to uid {uid}",
+        parent.display(),
+        denied.join(", "),
+        if denied.len() == 1 { "is" } else { "are" },
+    ))
 }
 
 fn unsupported(feature: &'static str, why: &str) -> ProcessError {
@@ -315,6 +388,15 @@ impl ProcessIsolation {
             ),
             _ => None,
         };
+        // A caller that may not create cgroups under its parent (a user without cgroup v2
+        // delegation): as without cgroup v2, limits that need it are refused with the reason.
+        let cg_reason = cg_reason.or_else(|| {
+            let parent = config
+                .cgroup_parent
+                .clone()
+                .or_else(|| cg.supervisor_cgroup())?;
+            cgroup_delegation_gap(&parent)
+        });
         if config.cgroup == CgroupUse::Required
             && let Some(r) = &cg_reason
         {
@@ -348,7 +430,7 @@ impl ProcessIsolation {
                 return Err(ProcessError::Unsupported {
                     feature: "cgroup v2 memory controller",
                     reason: format!(
-                        "{}; Hint: MemoryFallback::RlimitAs limits each process's address space instead",
+                        "{}; the RLIMIT_AS memory fallback (off by default) can limit each process's address space instead",
                         controller_why(Controller::Memory)
                     ),
                 });
@@ -423,14 +505,60 @@ impl ProcessIsolation {
             None
         };
 
-        // Identity.
-        let (uid, gid) = config.root_maps_to.unwrap_or_else(|| {
-            (
-                rustix::process::geteuid().as_raw(),
-                rustix::process::getegid().as_raw(),
-            )
-        });
+        // Identity: who the context is on the host (see idpool's docs for why).
         let caller_root = rustix::process::geteuid().is_root();
+        let identity = match &config.identity {
+            _ if !ns.contains(Namespaces::USER) => IdSource::Single {
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            },
+            Identity::Host { uid, gid } => IdSource::Single {
+                uid: *uid,
+                gid: *gid,
+            },
+            Identity::Pool(pool) => IdSource::Pool(pool.declare()?),
+            Identity::Auto if caller_root => IdSource::Pool(idpool::IdPool::system().declare()?),
+            Identity::Auto => IdSource::Single {
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            },
+        };
+        if let IdSource::Single { uid, gid } = identity
+            && !caller_root
+            && (uid != rustix::process::geteuid().as_raw()
+                || gid != rustix::process::getegid().as_raw())
+        {
+            return Err(ProcessError::InvalidConfig(format!(
+                "a caller that is not root can map only its own ids (uid {}, gid {}), not \
+                 {uid}:{gid}; Hint: drop --uid, or run as root",
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw()
+            )));
+        }
+        if let Some((u, g)) = config.user
+            && !ns.contains(Namespaces::USER)
+        {
+            return Err(ProcessError::InvalidConfig(format!(
+                "running as {u}:{g} inside needs the user namespace"
+            )));
+        }
+        if matches!(identity, IdSource::Single { .. })
+            && let Some((u, g)) = config.user
+            && (u != 0 || g != 0)
+        {
+            return Err(ProcessError::InvalidConfig(format!(
+                "--user {u}:{g} needs a range of ids inside, but this context maps one id (root); \
+                 Hint: as root, leave --uid out so the context gets a range of its own"
+            )));
+        }
+        for p in config.masked_paths.iter().chain(&config.readonly_paths) {
+            if !p.is_absolute() {
+                return Err(ProcessError::InvalidConfig(format!(
+                    "masked and read-only paths must be absolute: {}",
+                    p.display()
+                )));
+            }
+        }
 
         // Mounts, prepared as C strings.
         let mut mounts = Vec::new();
@@ -470,13 +598,63 @@ impl ProcessIsolation {
                 }),
                 Sysfs::Host => {}
             }
+            // runc's hardening, over the fresh /proc and /sys: read-only paths, then masks.
+            for p in &config.readonly_paths {
+                mounts.push(MountStep::ReadOnlyPath {
+                    target: cstring("read-only path", p.as_os_str())?,
+                });
+            }
+            for p in &config.masked_paths {
+                mounts.push(MountStep::MaskPath {
+                    target: cstring("masked path", p.as_os_str())?,
+                });
+            }
         }
+        // Landlock: checked and prepared here (C strings, rights masked to the ABI), built
+        // and enforced by the workload inside its mounts ([`crate::landlock`]).
+        let landlock = match &config.landlock {
+            None => None,
+            Some(l) => {
+                let ll = &f.landlock;
+                if !ll.available {
+                    return Err(unsupported(
+                        "Landlock",
+                        ll.reason.as_deref().unwrap_or("unavailable"),
+                    ));
+                }
+                let mut writable: Vec<(PathBuf, bool)> = config
+                    .tmpfs
+                    .iter()
+                    .map(|t| (t.target.clone(), true))
+                    .collect();
+                writable.extend(
+                    config
+                        .binds
+                        .iter()
+                        .filter(|b| b.writable)
+                        .map(|b| (b.target.clone(), !b.source.is_file())),
+                );
+                Some(
+                    l.plan(&writable, ll.abi)
+                        .map_err(|e| ProcessError::InvalidConfig(e.to_string()))?,
+                )
+            }
+        };
         let cwd = cstring("cwd", config.cwd.as_os_str())?;
         let hostname = config.hostname.as_ref().map(|h| h.as_bytes().to_vec());
-        let caps = if config.drop_caps {
+        let caps = if config.drop_caps || config.user.is_some() {
             let mut b = crate::caps::CapsPlan::drop_all();
-            for c in &config.keep_caps {
-                b = b.keep(*c);
+            if config.drop_caps {
+                for c in &config.keep_caps {
+                    b = b.keep(*c);
+                }
+            } else {
+                for c in ::caps::all() {
+                    b = b.keep(c);
+                }
+            }
+            if let Some((u, g)) = config.user {
+                b = b.uid(u).gid(g).groups(&[]);
             }
             Some(b.build().map_err(|e| ProcessError::Privileges {
                 what: "capability plan",
@@ -485,31 +663,44 @@ impl ProcessIsolation {
         } else {
             None
         };
-        let filter = match config.seccomp {
-            crate::seccomp::Profile::None => None,
-            p => Some(p.compile().map_err(|e| match e {
-                crate::seccomp::SeccompError::Unsupported { reason } => ProcessError::Unsupported {
-                    feature: "seccomp",
-                    reason,
-                },
-                other => ProcessError::Privileges {
-                    what: "seccomp profile",
-                    source: Box::new(other),
-                },
-            })?),
+        // seccomp: where the kernel has user notification, the profile's kills notify the
+        // supervisor, which names the denied call and kills the context (crate::seccomp's
+        // docs); the plain filter is the fallback when the child gets no listener.
+        let seccomp_err = |e| match e {
+            crate::seccomp::SeccompError::Unsupported { reason } => ProcessError::Unsupported {
+                feature: "seccomp",
+                reason,
+            },
+            other => ProcessError::Privileges {
+                what: "seccomp profile",
+                source: Box::new(other),
+            },
+        };
+        let (filter, filter_fallback) = match config.seccomp {
+            crate::seccomp::Profile::None => (None, None),
+            p => {
+                let plain = p.compile().map_err(seccomp_err)?;
+                if f.seccomp.actions.contains(&"user_notif") {
+                    let notifying = p.compile_notifying().map_err(seccomp_err)?;
+                    (Some(notifying), Some(plain))
+                } else {
+                    (Some(plain), None)
+                }
+            }
         };
         Ok(ProcessIsolation {
             root,
             rlimits,
             memory,
-            uid_map: format!("0 {uid} 1\n"),
-            gid_map: format!("0 {gid} 1\n"),
+            identity,
             deny_setgroups: !caller_root,
             mounts,
             cwd,
             hostname,
             caps,
+            landlock,
             filter,
+            filter_fallback,
             config,
         })
     }
@@ -571,8 +762,9 @@ impl ProcessIsolation {
         let argv = CStringArray::new(argv);
         let envp = CStringArray::new(envp);
 
+        let lease = self.lease_ids()?;
         let leaf = self.create_leaf()?;
-        let fds = Fds::new(&self.config, false)?;
+        let fds = Fds::new(&self.config, false)?.with_listener_pair(self.filter_fallback.is_some())?;
         let ns = self.config.namespaces;
         let spawned = {
             let plan = ExecPlan {
@@ -596,7 +788,7 @@ impl ProcessIsolation {
             })?
         };
         let parent = fds.into_parent();
-        let mut running = Running::new(self, spawned.pid, spawned.pidfd, leaf, parent);
+        let mut running = Running::new(self, spawned.pid, spawned.pidfd, leaf, parent, lease);
         if !spawned.in_cgroup
             && let Some(l) = &running.leaf
         {
@@ -607,7 +799,7 @@ impl ProcessIsolation {
                 })?;
         }
         if ns.contains(Namespaces::USER) {
-            self.write_id_maps(running.pid)?;
+            self.write_id_maps(running.pid, running.ids)?;
         }
         running.release(sc::GO)?;
         Ok(running)
@@ -626,8 +818,9 @@ impl ProcessIsolation {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> T,
     {
+        let lease = self.lease_ids()?;
         let leaf = self.create_leaf()?;
-        let fds = Fds::new(&self.config, true)?;
+        let fds = Fds::new(&self.config, true)?.with_listener_pair(self.filter_fallback.is_some())?;
         let me = rustix::process::getpid().as_raw_pid();
         let pid = match sc::fork() {
             Ok(None) => child::closure_child(self, &fds, me, f),
@@ -652,7 +845,7 @@ impl ProcessIsolation {
                 });
             }
         };
-        let mut running = Running::new(self, pid, pidfd, leaf, parent);
+        let mut running = Running::new(self, pid, pidfd, leaf, parent, lease);
         if let Some(l) = &running.leaf {
             l.add_process(pid_of(pid))
                 .map_err(|source| ProcessError::Cgroup {
@@ -663,7 +856,7 @@ impl ProcessIsolation {
         running.release(sc::PLACED)?;
         if self.config.namespaces.contains(Namespaces::USER) {
             running.await_unshared()?;
-            self.write_id_maps(pid)?;
+            self.write_id_maps(pid, running.ids)?;
         }
         running.release(sc::GO)?;
         let (outcome, bytes, overflow) = running.finish()?;
@@ -739,15 +932,41 @@ impl ProcessIsolation {
             stdio: fds.child_stdio(),
             rlimits: self.rlimits.clone(),
             privileges: Privileges {
-                no_new_privs: self.config.no_new_privs,
+                // landlock_restrict_self needs no_new_privs once CAP_SYS_ADMIN is dropped.
+                no_new_privs: self.config.no_new_privs || self.landlock.is_some(),
                 caps: self.caps.as_ref(),
+                landlock: self.landlock.as_ref(),
                 seccomp: self.filter.as_ref(),
+                seccomp_listener: fds.listener_handover(self.filter_fallback.as_ref()),
             },
             cwd: self.cwd.clone(),
         }
     }
 
-    fn write_id_maps(&self, pid: i32) -> Result<(), ProcessError> {
+    /// A range of the pool for one context, or `None` for a single-id mapping.
+    fn lease_ids(&self) -> Result<Option<idpool::IdLease>, ProcessError> {
+        match &self.identity {
+            IdSource::Pool(p) if self.config.namespaces.contains(Namespaces::USER) => {
+                Ok(Some(p.lease()?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The host ids of a context: its leased range, or the one id root inside maps to.
+    fn id_range(&self, lease: Option<&idpool::IdLease>) -> idpool::IdRange {
+        match (lease, &self.identity) {
+            (Some(l), _) => l.range(),
+            (None, IdSource::Single { uid, gid }) => idpool::IdRange {
+                uid: *uid,
+                gid: *gid,
+                count: 1,
+            },
+            (None, IdSource::Pool(_)) => unreachable!("a pool identity always has a lease"),
+        }
+    }
+
+    fn write_id_maps(&self, pid: i32, ids: idpool::IdRange) -> Result<(), ProcessError> {
         let write = |file: &str, content: &str| {
             let path = PathBuf::from(format!("/proc/{pid}/{file}"));
             std::fs::OpenOptions::new()
@@ -760,12 +979,21 @@ impl ProcessIsolation {
                     source,
                 })
         };
-        write("uid_map", &self.uid_map)?;
+        write("uid_map", &ids.uid_map())?;
         if self.deny_setgroups {
             write("setgroups", "deny")?;
         }
-        write("gid_map", &self.gid_map)
+        write("gid_map", &ids.gid_map())
     }
+}
+
+/// Where a configuration's host ids come from.
+#[derive(Debug)]
+enum IdSource {
+    /// Root inside is this one host id.
+    Single { uid: u32, gid: u32 },
+    /// Each context leases a range of the pool.
+    Pool(idpool::DeclaredPool),
 }
 
 fn pid_of(raw: i32) -> Pid {
@@ -797,6 +1025,9 @@ pub(super) struct Fds {
     /// context's (taken by the workload when it sends its userfaultfd).
     watch: Option<OwnedFd>,
     watch_child: std::cell::Cell<Option<OwnedFd>>,
+    /// The seccomp listener's socket pair (supervisor's end, context's end), when the filter
+    /// notifies.
+    listener: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// The supervisor's ends, after the child was created.
@@ -807,6 +1038,7 @@ struct ParentFds {
     err: Option<OwnedFd>,
     result: Option<OwnedFd>,
     watch: Option<OwnedFd>,
+    listener: Option<OwnedFd>,
 }
 
 fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
@@ -872,6 +1104,7 @@ impl Fds {
             (None, None)
         };
         Ok(Fds {
+            listener: None,
             watch,
             watch_child: std::cell::Cell::new(watch_child),
             sync_rd,
@@ -892,6 +1125,7 @@ impl Fds {
             close.push(p.0.as_fd());
         }
         close.extend(self.watch.as_ref().map(|w| w.as_fd()));
+        close.extend(self.listener.as_ref().map(|p| p.0.as_fd()));
         Prologue {
             sync: self.sync_rd.as_fd(),
             report: self.rep_wr.as_fd(),
@@ -928,7 +1162,35 @@ impl Fds {
             err: self.err.map(|p| p.0),
             result: self.result.map(|p| p.0),
             watch: self.watch,
+            listener: self.listener.map(|p| p.0),
         }
+    }
+
+    /// With `notifies`, adds the socket pair a notifying seccomp filter's listener travels
+    /// on (the supervisor's end non-blocking).
+    fn with_listener_pair(mut self, notifies: bool) -> Result<Fds, ProcessError> {
+        if notifies {
+            let e = |e: io::Error| ProcessError::CreateFd {
+                what: "seccomp listener socket pair",
+                source: e,
+            };
+            let (p, c) = crate::sys::scm::seqpacket_pair().map_err(e)?;
+            rustix::fs::fcntl_setfl(&p, OFlags::NONBLOCK).map_err(|x| e(x.into()))?;
+            self.listener = Some((p, c));
+        }
+        Ok(self)
+    }
+
+    /// Where the workload sends its seccomp listener, with the fallback filter.
+    fn listener_handover<'a>(
+        &'a self,
+        fallback: Option<&'a crate::seccomp::CompiledFilter>,
+    ) -> Option<sc::ListenerHandover<'a>> {
+        let (_, child) = self.listener.as_ref()?;
+        Some(sc::ListenerHandover {
+            sock: child.as_fd(),
+            fallback: fallback?,
+        })
     }
 
     /// The context's end of the userfaultfd socket pair, once (the workload takes it).
@@ -983,6 +1245,11 @@ pub struct Running<'a> {
     pending: Vec<u8>,
     reaped: bool,
     watcher: Option<uffd_watch::Watcher>,
+    /// The seccomp listener's handover and the listener (a notifying filter).
+    seccomp_watch: Option<crate::seccomp::notify::ListenerWatch>,
+    ids: idpool::IdRange,
+    /// Released last (fields drop in order): after the context was reaped and its leaf removed.
+    _lease: Option<idpool::IdLease>,
 }
 
 impl<'a> Running<'a> {
@@ -992,8 +1259,11 @@ impl<'a> Running<'a> {
         pidfd: OwnedFd,
         leaf: Option<Leaf>,
         p: ParentFds,
+        lease: Option<idpool::IdLease>,
     ) -> Running<'a> {
         Running {
+            ids: iso.id_range(lease.as_ref()),
+            _lease: lease,
             iso,
             pid,
             pidfd,
@@ -1007,6 +1277,7 @@ impl<'a> Running<'a> {
             pending: Vec::new(),
             reaped: false,
             watcher: p.watch.map(|w| uffd_watch::Watcher::new(w, pid)),
+            seccomp_watch: p.listener.map(crate::seccomp::notify::ListenerWatch::new),
         }
     }
 
@@ -1014,6 +1285,12 @@ impl<'a> Running<'a> {
     /// namespace.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The context's host ids: its leased range (65,536 ids, root inside = `uid`) or the one
+    /// id root inside maps to (`count` 1).
+    pub fn host_ids(&self) -> IdRange {
+        self.ids
     }
 
     /// The context's cgroup leaf, when it has one.
@@ -1064,7 +1341,9 @@ impl<'a> Running<'a> {
             }
         }
         if byte == sc::GO {
-            self.sync_wr = None;
+            // The write end stays open for the context's life: the child's check after it
+            // re-arms its death signal (sys::clone::rearm_death_signal) reads a hang-up of
+            // this pipe as "the supervisor died".
             self.released = Instant::now();
         }
         Ok(())
@@ -1126,7 +1405,7 @@ impl<'a> Running<'a> {
         let mut sink = Sink::default();
         let _ = sink.fill(self.report.as_fd(), 4096);
         self.pending.extend_from_slice(&sink.data);
-        setup_error(&self.pending, &self.iso.mounts)
+        setup_error(&self.pending, &self.iso.mounts, self.iso.landlock.as_ref())
     }
 
     /// Supervises the context to its end: enforces the wall-clock and CPU-time limits, reads
@@ -1152,6 +1431,8 @@ impl<'a> Running<'a> {
             Sink::default(),
         );
         let (mut timed_out, mut cpu_exceeded, mut killed) = (false, false, false);
+        // The call the filter refused, from the listener (the context is killed for it).
+        let mut denial: Option<crate::seccomp::notify::Denial> = None;
         let mut watched: Vec<ViolationInfo> = Vec::new();
         // Live violations (watched memory, memory pressure) go to the callback at once.
         let deliver = |v: &ViolationInfo| {
@@ -1200,6 +1481,9 @@ impl<'a> Running<'a> {
                     }
                 }
                 if let Some(fd) = self.watcher.as_ref().and_then(|w| w.poll_fd()) {
+                    pfds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                }
+                if let Some(fd) = self.seccomp_watch.as_ref().and_then(|w| w.poll_fd()) {
                     pfds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
                 }
                 let psi_at = psi.as_ref().map(|t| {
@@ -1264,6 +1548,23 @@ impl<'a> Running<'a> {
                     }
                 }
             }
+            if let Some(w) = &mut self.seccomp_watch {
+                let d = w.service().map_err(|source| ProcessError::Supervise {
+                    operation: "reading the context's seccomp listener",
+                    source,
+                })?;
+                if let Some(d) = d {
+                    // The caller is blocked in the kernel, its call not run; it is never
+                    // answered: end the whole context, as KILL_PROCESS would have. The
+                    // listener stays open until the context is reaped (closing it would let
+                    // the call fail with ENOSYS and the workload go on before it dies).
+                    denial = Some(d);
+                    if !killed {
+                        killed = true;
+                        self.kill()?;
+                    }
+                }
+            }
             if exited {
                 break;
             }
@@ -1290,7 +1591,7 @@ impl<'a> Running<'a> {
         let wall_time = self.released.elapsed();
         self.drain(&mut rep, &mut out, &mut err, &mut res, result_cap)?;
         self.pending.extend_from_slice(&rep.data);
-        if let Some(e) = setup_error(&self.pending, &self.iso.mounts) {
+        if let Some(e) = setup_error(&self.pending, &self.iso.mounts, self.iso.landlock.as_ref()) {
             return Err(e);
         }
         let workload = self
@@ -1301,7 +1602,15 @@ impl<'a> Running<'a> {
                 Report::Workload { status } => Some(status),
                 _ => None,
             });
-        let status = ExitStatus::from_raw(workload.unwrap_or(raw));
+        let mut status = ExitStatus::from_raw(workload.unwrap_or(raw));
+        // Killed for a notified call: report the kill the filter stands for (SIGSYS, the
+        // convention KILL_PROCESS set), not the SIGKILL that carried it out.
+        if denial.is_some() && status.signal() == Some(libc::SIGKILL) {
+            status = ExitStatus::Signaled {
+                signal: libc::SIGSYS,
+                core_dumped: false,
+            };
+        }
 
         let mut outcome = Outcome {
             pid: self.pid,
@@ -1311,7 +1620,8 @@ impl<'a> Running<'a> {
             oom_killed: false,
             oom_kills: 0,
             pids_limit_hits: 0,
-            seccomp_killed: status.signal() == Some(libc::SIGSYS),
+            seccomp_killed: denial.is_some() || status.signal() == Some(libc::SIGSYS),
+            denied_syscall: denial.map(|d| d.syscall),
             memory_high_events: 0,
             memory_pressure_events: psi_events,
             memory_peak: None,
@@ -1359,7 +1669,7 @@ impl<'a> Running<'a> {
         {
             outcome.cpu_time_exceeded = true;
         }
-        let ended = violations(&outcome, cfg);
+        let ended = violations(&outcome, cfg, denial.map(|d| d.thread));
         for v in &ended {
             deliver(v);
         }
@@ -1420,7 +1730,11 @@ fn poll_fds(fds: &mut [PollFd<'_>], wait: Duration) -> Result<(), ProcessError> 
 }
 
 /// The first start-up failure among the reports, as an error.
-fn setup_error(reports: &[u8], mounts: &[MountStep]) -> Option<ProcessError> {
+fn setup_error(
+    reports: &[u8],
+    mounts: &[MountStep],
+    landlock: Option<&crate::sys::landlock::RulesetPlan>,
+) -> Option<ProcessError> {
     reports
         .chunks_exact(sc::REPORT_LEN)
         .filter_map(|c| Report::decode(c.try_into().expect("chunk of REPORT_LEN")))
@@ -1438,6 +1752,8 @@ fn setup_error(reports: &[u8], mounts: &[MountStep]) -> Option<ProcessError> {
                         None => format!(" (#{detail})"),
                     },
                     Step::Rlimit | Step::Stdio | Step::SetIds => format!(" (#{detail})"),
+                    Step::Landlock => crate::landlock::describe_failure(landlock, detail),
+                    Step::Exec if errno == libc::EACCES => crate::landlock::exec_denied(landlock),
                     _ => String::new(),
                 },
             }),
@@ -1462,7 +1778,13 @@ fn privilege_error(step: Step, detail: i32, errno: i32) -> io::Error {
     }
 }
 
-fn violations(o: &Outcome, cfg: &ProcessConfig) -> Vec<ViolationInfo> {
+/// The violations of a context that ended; `denied_thread` is the thread a seccomp
+/// notification named (the supervisor's pid namespace).
+fn violations(
+    o: &Outcome,
+    cfg: &ProcessConfig,
+    denied_thread: Option<u32>,
+) -> Vec<ViolationInfo> {
     let v = |kind| ViolationInfo {
         address: None,
         kind,
@@ -1484,7 +1806,12 @@ fn violations(o: &Outcome, cfg: &ProcessConfig) -> Vec<ViolationInfo> {
         }));
     }
     if o.seccomp_killed {
-        out.push(v(ViolationKind::Seccomp { syscall: None }));
+        out.push(ViolationInfo {
+            thread_id: denied_thread.and_then(|t| i32::try_from(t).ok()),
+            ..v(ViolationKind::Seccomp {
+                syscall: o.denied_syscall,
+            })
+        });
     }
     if o.timed_out {
         out.push(v(ViolationKind::TimeLimit));
@@ -1564,7 +1891,7 @@ mod tests {
     fn setup_reports_become_errors() {
         let mut bytes = Vec::new();
         bytes.extend([1u32.to_le_bytes(), 0i32.to_le_bytes(), 0i32.to_le_bytes()].concat());
-        assert!(setup_error(&bytes, &[]).is_none());
+        assert!(setup_error(&bytes, &[], None).is_none());
         bytes.extend(
             [
                 (0x100 | Step::Mount as u32).to_le_bytes(),
@@ -1573,7 +1900,7 @@ mod tests {
             ]
             .concat(),
         );
-        let e = setup_error(&bytes, &[]).unwrap();
+        let e = setup_error(&bytes, &[], None).unwrap();
         assert!(e.to_string().contains("mount\" (#2)"), "{e}");
         let m = [
             MountStep::MakePrivate,
@@ -1582,7 +1909,7 @@ mod tests {
                 target: c"/proc".into(),
             },
         ];
-        let e = setup_error(&bytes, &m).unwrap();
+        let e = setup_error(&bytes, &m, None).unwrap();
         assert!(e.to_string().contains("(proc on /proc)"), "{e}");
     }
 

@@ -76,7 +76,8 @@ pub struct Outcome {
     /// The context's top process in the supervisor's pid namespace (pid 1 of its namespace).
     pub pid: i32,
     /// How the workload ended (pid 1 reports the workload's own status; when pid 1 itself was
-    /// killed, e.g. by `cgroup.kill`, its status).
+    /// killed, e.g. by `cgroup.kill`, its status; `SIGSYS` when the supervisor killed it for a
+    /// denied call, see [`Outcome::denied_syscall`]).
     pub status: ExitStatus,
     /// The wall-clock limit ran out and nebula killed the context.
     pub timed_out: bool,
@@ -88,8 +89,17 @@ pub struct Outcome {
     pub oom_kills: u64,
     /// Forks refused at `pids.max` (`pids.events max`).
     pub pids_limit_hits: u64,
-    /// The workload died of `SIGSYS` (a seccomp kill).
+    /// The seccomp filter ended the context: the workload died of `SIGSYS`, or the filter
+    /// refused a call and the supervisor killed the context for it ([`Outcome::denied_syscall`]).
     pub seccomp_killed: bool,
+    /// The call the seccomp filter refused, as the kernel's notification named it (process
+    /// contexts install their profile's kills as `SECCOMP_RET_USER_NOTIF`, see
+    /// [`crate::seccomp`]). The supervisor then killed the context with `cgroup.kill` or
+    /// `SIGKILL` to its pid 1, and [`Outcome::status`] reads `Signaled { SIGSYS }`, the status
+    /// the kernel's own `KILL_PROCESS` gives. `None` with `seccomp_killed` for a `SIGSYS`
+    /// that came without a notification: the architecture or x32 guard (still
+    /// `KILL_PROCESS`), a kernel without user notification, or a `SIGSYS` sent by hand.
+    pub denied_syscall: Option<crate::seccomp::DeniedSyscall>,
     /// `memory.events high`: how often the context was throttled over `memory.high`.
     pub memory_high_events: u64,
     /// How often the [`super::MemoryPressureWatch`] trigger fired.
@@ -144,7 +154,7 @@ pub enum ClosureError {
     Died(ExitStatus),
     /// The encoded result is larger than `max_result_bytes`.
     #[error(
-        "the closure's result is {size} bytes, more than the limit of {limit}; Hint: raise ProcessConfig::max_result_bytes"
+        "the closure's result is {size} bytes, more than the limit of {limit}; Hint: raise the configuration's result size limit (max_result_bytes)"
     )]
     ResultTooLarge {
         /// Its size (as far as read).
@@ -172,6 +182,9 @@ pub enum ProcessError {
     /// The configuration contradicts itself.
     #[error("invalid process context configuration: {0}")]
     InvalidConfig(String),
+    /// Declaring nebula's id pool or leasing a range of it failed.
+    #[error("no host id range for the context")]
+    Ids(#[from] super::idpool::IdPoolError),
     /// The program was not found on `PATH`.
     #[error("program {program:?} not found on PATH; Hint: pass an absolute path")]
     ProgramNotFound {

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `name` | string | the context's name in the registry |
 //! | `memory` | size (`"64M"`, `"1.5G"`, or bytes) | `memory.max` |
+//! | `memory-fallback` | `"refuse"` / `"rlimit-as"` | without cgroup v2: refuse `memory` (the default), or limit each process's address space (`RLIMIT_AS`) instead |
 //! | `memory-high` | size | `memory.high` |
 //! | `swap` | size | `memory.swap.max` |
 //! | `cpu` | `"50%"`, `0.5`, `2` | `cpu.max` |
@@ -21,10 +22,13 @@
 //! | `cpu-time` | duration | CPU-time limit |
 //! | `net` | `"none"` / `"host"` | network namespace or the host's network |
 //! | `seccomp` | `"default"`, `"strict"`, `"deny-network"`, `"none"` | seccomp profile |
+//! | `landlock` | boolean | Landlock: writes only to the tmpfs mounts, writable binds and shell devices (default `false`) |
+//! | `landlock-read` | array of absolute paths | with Landlock, reads and execution only beneath these (implies `landlock = true` unless it is `false`) |
 //! | `ro-root` | boolean | read-only root (default `true`) |
 //! | `tmpfs` | array of `"PATH[:SIZE]"` | private tmpfs mounts (a path already mounted is replaced) |
 //! | `bind` | array of `"SRC:DST[:ro]"` | bind mounts (writable unless `:ro`) |
-//! | `uid` | integer or `"UID[:GID]"` | the id root inside is mapped to outside |
+//! | `uid` | integer or `"UID[:GID]"` | the one host id root inside is mapped to (default: a range of the context's own; `0` is host root) |
+//! | `user` | integer or `"UID[:GID]"` | the id inside the command runs as (default root, 0) |
 //! | `hostname` | string | hostname inside |
 //! | `env` | array of `"K=V"` | environment of the command |
 //! | `cwd` | string | working directory |
@@ -38,12 +42,15 @@ use crate::cgroup::{CpuMax, IoDevice, IoMax, Limit, parse_cpu_share, parse_size}
 use crate::error::IsolationError;
 use crate::seccomp::Profile as SeccompProfile;
 
-use super::config::{BindMount, DEFAULT_TMP_SIZE, Network, ProcessConfig, TmpfsMount};
+use super::config::{
+    BindMount, DEFAULT_TMP_SIZE, MemoryFallback, Network, ProcessConfig, TmpfsMount,
+};
 
 /// Every key a profile may hold, in the order of the module's table.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 22] = [
     "name",
     "memory",
+    "memory-fallback",
     "memory-high",
     "swap",
     "cpu",
@@ -53,10 +60,13 @@ pub const KEYS: [&str; 18] = [
     "cpu-time",
     "net",
     "seccomp",
+    "landlock",
+    "landlock-read",
     "ro-root",
     "tmpfs",
     "bind",
     "uid",
+    "user",
     "hostname",
     "env",
     "cwd",
@@ -257,6 +267,19 @@ pub fn parse_net(s: &str) -> Result<Network, ValueError> {
     }
 }
 
+/// Parses a memory fallback: `refuse` (the default) or `rlimit-as`.
+///
+/// # Errors
+///
+/// [`ValueError`] naming the two.
+pub fn parse_memory_fallback(s: &str) -> Result<MemoryFallback, ValueError> {
+    match s.trim() {
+        "refuse" => Ok(MemoryFallback::Refuse),
+        "rlimit-as" => Ok(MemoryFallback::RlimitAs),
+        o => Err(verr(format!("{o:?} is neither \"refuse\" nor \"rlimit-as\""))),
+    }
+}
+
 /// Parses a seccomp profile name (`default`, `strict`, `deny-network`, `none`).
 ///
 /// # Errors
@@ -278,6 +301,16 @@ fn absolute(what: &str, p: &str) -> Result<PathBuf, ValueError> {
         return Err(verr(format!("the {what} {p:?} is not an absolute path")));
     }
     Ok(PathBuf::from(p))
+}
+
+/// Parses a Landlock read allow-list path (`--landlock-read`): absolute. Whether it exists
+/// is checked when the context is configured.
+///
+/// # Errors
+///
+/// [`ValueError`] for a relative path.
+pub fn parse_landlock_path(s: &str) -> Result<PathBuf, ValueError> {
+    absolute("Landlock read path", s)
 }
 
 /// Parses `PATH[:SIZE]` (size defaults to 64 MiB).
@@ -407,6 +440,8 @@ pub struct RunProfile {
     pub name: Option<String>,
     /// `memory`: `memory.max` in bytes.
     pub memory: Option<u64>,
+    /// `memory-fallback`: what to do with `memory` without cgroup v2.
+    pub memory_fallback: Option<MemoryFallback>,
     /// `memory-high`: `memory.high` in bytes.
     pub memory_high: Option<u64>,
     /// `swap`: `memory.swap.max` in bytes.
@@ -425,14 +460,20 @@ pub struct RunProfile {
     pub net: Option<Network>,
     /// `seccomp`.
     pub seccomp: Option<SeccompProfile>,
+    /// `landlock`.
+    pub landlock: Option<bool>,
+    /// `landlock-read`: the read allow-list.
+    pub landlock_read: Vec<PathBuf>,
     /// `ro-root`.
     pub ro_root: Option<bool>,
     /// `tmpfs`.
     pub tmpfs: Vec<TmpfsMount>,
     /// `bind`.
     pub bind: Vec<BindMount>,
-    /// `uid`: root inside maps to `(uid, gid)` outside.
+    /// `uid`: root inside maps to the one host id `(uid, gid)`.
     pub uid: Option<(u32, u32)>,
+    /// `user`: the command runs as `(uid, gid)` inside.
+    pub user: Option<(u32, u32)>,
     /// `hostname`.
     pub hostname: Option<String>,
     /// `env`.
@@ -589,7 +630,22 @@ impl RunProfile {
             "time" => self.time = Some(duration(v)?),
             "cpu-time" => self.cpu_time = Some(duration(v)?),
             "net" => self.net = Some(parse_net(&string(v)?).map_err(|e| e.0)?),
+            "memory-fallback" => {
+                self.memory_fallback = Some(parse_memory_fallback(&string(v)?).map_err(|e| e.0)?);
+            }
             "seccomp" => self.seccomp = Some(parse_seccomp(&string(v)?).map_err(|e| e.0)?),
+            "landlock" => {
+                self.landlock =
+                    Some(v.as_bool().ok_or_else(|| {
+                        format!("expected true or false, found {}", v.type_str())
+                    })?);
+            }
+            "landlock-read" => {
+                for s in strings(v)? {
+                    self.landlock_read
+                        .push(parse_landlock_path(&s).map_err(|e| e.0)?);
+                }
+            }
             "ro-root" => {
                 self.ro_root =
                     Some(v.as_bool().ok_or_else(|| {
@@ -606,14 +662,19 @@ impl RunProfile {
                     self.bind.push(parse_bind(&s).map_err(|e| e.0)?);
                 }
             }
-            "uid" => {
-                self.uid = Some(match v {
+            "uid" | "user" => {
+                let ids = match v {
                     V::Integer(i) => u32::try_from(*i)
                         .map(|u| (u, u))
                         .map_err(|_| "not a valid id".to_owned())?,
                     V::String(s) => parse_uid(s).map_err(|e| e.0)?,
                     o => return Err(format!("expected an id, found {}", o.type_str())),
-                });
+                };
+                if key == "uid" {
+                    self.uid = Some(ids);
+                } else {
+                    self.user = Some(ids);
+                }
             }
             "hostname" => self.hostname = Some(string(v)?),
             "env" => {
@@ -636,6 +697,7 @@ impl RunProfile {
         over!(
             name,
             memory,
+            memory_fallback,
             memory_high,
             swap,
             cpu,
@@ -644,12 +706,15 @@ impl RunProfile {
             cpu_time,
             net,
             seccomp,
+            landlock,
             ro_root,
             uid,
+            user,
             hostname,
             cwd
         );
         self.io.extend(top.io);
+        self.landlock_read.extend(top.landlock_read);
         self.bind.extend(top.bind);
         for t in top.tmpfs {
             self.tmpfs.retain(|x| x.target != t.target);
@@ -670,6 +735,9 @@ impl RunProfile {
         let l = &mut c.limits;
         l.memory_max = self.memory;
         l.memory_high = self.memory_high;
+        if let Some(f) = self.memory_fallback {
+            l.memory_fallback = f;
+        }
         l.memory_swap_max = self.swap;
         l.cpu_max = self.cpu;
         l.pids_max = self.pids;
@@ -685,12 +753,20 @@ impl RunProfile {
         if let Some(ro) = self.ro_root {
             c.read_only_root = ro;
         }
+        if self.landlock.unwrap_or(!self.landlock_read.is_empty()) {
+            c.landlock = Some(crate::landlock::Landlock {
+                read_allow: self.landlock_read.clone(),
+            });
+        }
         for t in &self.tmpfs {
             c.tmpfs.retain(|x| x.target != t.target);
             c.tmpfs.push(t.clone());
         }
         c.binds = self.bind.clone();
-        c.root_maps_to = self.uid;
+        if let Some((uid, gid)) = self.uid {
+            c = c.root_maps_to(uid, gid);
+        }
+        c.user = self.user;
         c.hostname = self.hostname.clone();
         c.env = self
             .env
@@ -718,6 +794,7 @@ mod tests {
             r#"
 name = "web"
 memory = "64M"
+memory-fallback = "rlimit-as"
 memory-high = 1048576
 swap = "0.5G"
 cpu = "50%"
@@ -739,6 +816,7 @@ cwd = "/tmp"
         .unwrap();
         assert_eq!(p.name.as_deref(), Some("web"));
         assert_eq!(p.memory, Some(64 << 20));
+        assert_eq!(p.memory_fallback, Some(MemoryFallback::RlimitAs));
         assert_eq!(p.memory_high, Some(1 << 20));
         assert_eq!(p.swap, Some(512 << 20));
         assert_eq!(p.cpu.unwrap().fraction(), Some(0.5));
@@ -755,6 +833,7 @@ cwd = "/tmp"
         assert_eq!(p.uid, Some((1000, 1001)));
         assert_eq!(p.env[1], ("B".into(), "x=y".into()));
         let c = p.to_config();
+        assert_eq!(c.limits.memory_fallback, MemoryFallback::RlimitAs);
         assert!(!c.read_only_root);
         assert_eq!(c.tmpfs.len(), 2);
         assert_eq!(c.tmpfs[0].size, 16 << 20);
@@ -788,6 +867,33 @@ cwd = "/tmp"
         assert!(e.contains("unknown key `limits`"), "{e}");
         let e = parse("memory = ").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn landlock_keys() {
+        let p = parse("landlock = true\nlandlock-read = [\"/usr\", \"/etc\"]").unwrap();
+        assert_eq!(p.landlock, Some(true));
+        let c = p.to_config();
+        let l = c.landlock.expect("landlock on");
+        assert_eq!(l.read_allow, [PathBuf::from("/usr"), PathBuf::from("/etc")]);
+        // The read list alone turns Landlock on; `landlock = false` wins over it.
+        assert!(
+            parse("landlock-read = [\"/usr\"]")
+                .unwrap()
+                .to_config()
+                .landlock
+                .is_some()
+        );
+        let off = parse("landlock = false\nlandlock-read = [\"/usr\"]").unwrap();
+        assert!(off.to_config().landlock.is_none());
+        assert!(parse("").unwrap().to_config().landlock.is_none());
+        let e = parse("landlock-read = [\"usr\"]").unwrap_err().to_string();
+        assert!(
+            e.contains("`landlock-read`") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = parse("landlock = 1").unwrap_err().to_string();
+        assert!(e.contains("true or false"), "{e}");
     }
 
     #[test]

@@ -1,16 +1,49 @@
-//! The registry of running process contexts: one small JSON file per context under
-//! `/run/nebula` (or `$NEBULA_RUN_DIR`; `$XDG_RUNTIME_DIR/nebula` for other users than root), so that `nebula-ctl list`, `stats`, `kill` and `top`
-//! see contexts started by any other `nebula-ctl run` on the host.
+//! The registry of running process contexts: one small JSON file per context, so that
+//! `nebula-ctl list`, `stats`, `kill` and `top` see contexts started by any other
+//! `nebula-ctl run` on the host.
+//!
+//! # Where it lives
+//!
+//! | caller | directory |
+//! |---|---|
+//! | anyone, `$NEBULA_RUN_DIR` set | that directory, used as given |
+//! | root | `/run/nebula` (mode 0700, entries 0600) |
+//! | a user, `$XDG_RUNTIME_DIR` set | `$XDG_RUNTIME_DIR/nebula` (0700) |
+//! | a user, no `$XDG_RUNTIME_DIR` | `/tmp/nebula-<uid>` (0700) |
+//!
+//! A user cannot write `/run/nebula`, so each user has a registry of their own. The fallback
+//! under `/tmp` follows tmux and ssh-agent: `/tmp` is shared and sticky, so anyone could
+//! create `/tmp/nebula-<uid>` first, or a symbolic link of that name. Nebula creates it with
+//! mode 0700 and refuses it ([`RegistryError::UnsafeDir`]) when it is a symbolic link, not a
+//! directory, not owned by the user, or open to the group or others; `$XDG_RUNTIME_DIR/nebula`
+//! gets the same check. A fixed `/tmp` (not `$TMPDIR`) keeps the place predictable, so that
+//! root can find it.
+//!
+//! Root's `list` shows every user's contexts ([`Registries::visible`]): its own registry,
+//! plus each `/run/user/<uid>/nebula` and `/tmp/nebula-<uid>` whose directory is owned by
+//! the uid its name claims. Those registries are read-only for root (it removes nothing in
+//! them; their owner's next call cleans up), only files owned by that uid count, and each
+//! entry's [`Entry::owner`] is the file's owner as the kernel reports it, not a claim in the
+//! file. A registry under another `$XDG_RUNTIME_DIR` or `$NEBULA_RUN_DIR` is not found: root
+//! sees it with the same `$NEBULA_RUN_DIR`. Root with `$NEBULA_RUN_DIR` set sees only that
+//! directory.
 //!
 //! # Trust
 //!
 //! An entry is a claim, not a fact. Every reader checks it against the kernel before using
 //! it: the context's pid 1 must exist and its start time (`/proc/<pid>/stat` field 22, in
 //! clock ticks since boot) must equal the one recorded, so a pid that was reused after the
-//! context ended does not match. Entries that fail the check are removed by the reader
+//! context ended does not match; its parent must be the recorded supervisor, whose real uid
+//! must be the entry file's owner. Entries that fail the check are removed by the reader
 //! ([`Registry::entries`]). Before a kill, the cgroup's `cgroup.procs` must contain the pid
 //! (otherwise the cgroup path is not trusted), and the signal goes through a pidfd opened
 //! after the check, so it cannot hit a process that took the pid in between.
+//!
+//! A user can kill only their own contexts ([`RegistryError::NotPermitted`] otherwise, which
+//! is also what the kernel answers). Root kills a user's context only as far as that user
+//! could: the context's pid 1 must run as the user (real or saved uid, the kernel's rule
+//! for `kill(2)`), and its cgroup directory and `cgroup.kill` must be owned by the user, so a
+//! forged entry cannot make root kill anything its author could not.
 //!
 //! # Writing
 //!
@@ -37,10 +70,22 @@ use crate::error::IsolationError;
 /// the window size, from the crate's syscall layer.
 pub use crate::sys::tty as terminal;
 
-/// The default registry directory.
+/// The registry directory of root.
 pub const DEFAULT_DIR: &str = "/run/nebula";
-/// The environment variable that overrides [`DEFAULT_DIR`].
+/// The environment variable that overrides the registry directory (for root and users).
 pub const DIR_ENV: &str = "NEBULA_RUN_DIR";
+/// Where logind keeps the users' runtime directories (`/run/user/<uid>`): root looks for a
+/// `nebula` registry in each.
+pub const USER_RUNTIME_DIRS: &str = "/run/user";
+/// The parent of a user's registry when `$XDG_RUNTIME_DIR` is unset: `/tmp/nebula-<uid>`.
+pub const USER_FALLBACK_PARENT: &str = "/tmp";
+/// The name prefix of a user's registry under [`USER_FALLBACK_PARENT`].
+pub const USER_FALLBACK_PREFIX: &str = "nebula-";
+
+/// The registry of `uid` when `$XDG_RUNTIME_DIR` is unset: `/tmp/nebula-<uid>`.
+pub fn user_fallback_dir(uid: u32) -> PathBuf {
+    Path::new(USER_FALLBACK_PARENT).join(format!("{USER_FALLBACK_PREFIX}{uid}"))
+}
 
 /// An error of the registry.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +125,46 @@ pub enum RegistryError {
         /// The id of the context holding it.
         id: String,
     },
+    /// The registry directory is not safe to use (see the module docs).
+    #[error(
+        "the registry directory {} is not safe: {reason}; Hint: remove it (nebula-ctl recreates it with mode 0700), or set {DIR_ENV} or XDG_RUNTIME_DIR to a directory of your own",
+        .dir.display()
+    )]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No live context matches.
-    #[error("no running context has the id or name {0:?}; Hint: nebula-ctl list shows them")]
+    #[error(
+        "no running context you can see has the id or name {0:?}; Hint: nebula-ctl list shows them (a user sees their own contexts, root sees every user's)"
+    )]
     NotFound(String),
+    /// The caller may not act on another user's context.
+    #[error(
+        "context {id} belongs to uid {owner}; uid {uid} may not kill it (the kernel lets only its owner and root signal it); Hint: run nebula-ctl kill as uid {owner} or as root"
+    )]
+    NotPermitted {
+        /// The context.
+        id: String,
+        /// The uid whose context it is.
+        owner: u32,
+        /// The caller's uid.
+        uid: u32,
+    },
+    /// Root was asked to act on a user's entry that points at something the user does not own.
+    #[error(
+        "context {id} is recorded in the registry of uid {owner}, but {what}; not trusted, not killed"
+    )]
+    NotOwned {
+        /// The context.
+        id: String,
+        /// The uid whose registry holds the entry.
+        owner: u32,
+        /// What does not belong to that uid.
+        what: String,
+    },
     /// An id prefix matches several contexts.
     #[error("{query:?} matches several contexts ({}); give more of the id", .ids.join(", "))]
     Ambiguous {
@@ -154,7 +236,11 @@ pub struct EntryLimits {
 }
 
 /// One registered context.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Missing fields read as their defaults and unknown fields are ignored, so entries written
+/// by an older or newer `nebula-ctl` still parse.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Entry {
     /// Its id (12 hex digits).
     pub id: String,
@@ -168,12 +254,18 @@ pub struct Entry {
     pub supervisor: i32,
     /// Its cgroup directory, when it has one.
     pub cgroup: Option<PathBuf>,
+    /// Its host ids: the range leased from nebula's pool (or the one id root inside maps to).
+    #[serde(default)]
+    pub ids: Option<super::IdRange>,
     /// Its limits.
     pub limits: EntryLimits,
     /// Start, in seconds since the epoch.
     pub started: u64,
     /// The command line.
     pub command: Vec<String>,
+    /// The uid whose context it is: the owner of the entry's file as the kernel reports it
+    /// (set by [`Registry::entries`]; the supervisor's uid in [`Registry::register`]).
+    pub owner: u32,
 }
 
 /// Reads the start time (field 22 of `/proc/<pid>/stat`) of a process, `None` when it is gone.
@@ -205,6 +297,18 @@ fn proc_stat(pid: i32) -> Option<ProcStat> {
         threads: n(20)?,
         start_time: n(22)?,
     })
+}
+
+/// The real and saved uid of a process (`Uid:` in `/proc/<pid>/status`), `None` when it is
+/// gone.
+fn proc_uids(pid: i32) -> Option<(u32, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let f: Vec<u32> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some((*f.first()?, *f.get(2)?))
 }
 
 impl Entry {
@@ -258,6 +362,182 @@ impl Drop for Registration {
 #[derive(Clone, Debug)]
 pub struct Registry {
     dir: PathBuf,
+    /// The uid whose entry files this registry trusts (root's too, unless `Foreign`).
+    owner: u32,
+    kind: DirKind,
+}
+
+/// How a registry directory is checked and used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DirKind {
+    /// `$NEBULA_RUN_DIR` or [`Registry::at`]: used as given.
+    Given,
+    /// Root's `/run/nebula` or a user's own directory: a real directory owned by `owner`;
+    /// a user's must not be open to the group or others.
+    Private,
+    /// Another user's directory, read by root: read-only, only `owner`'s files count.
+    Foreign,
+}
+
+/// A registry directory that root's [`Registries::visible`] found but did not use, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Why it was not read.
+    pub reason: String,
+}
+
+/// A live context and the registry that holds it.
+#[derive(Clone, Debug)]
+pub struct Located {
+    /// The registry (for [`Registry::kill`] and [`Registry::stats`]).
+    pub registry: Registry,
+    /// The context.
+    pub entry: Entry,
+}
+
+/// The registries one caller sees: its own ([`Registry::open_default`]) and, for root
+/// without `$NEBULA_RUN_DIR`, every user's it finds (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Registries {
+    list: Vec<Registry>,
+    skipped: Vec<Skipped>,
+}
+
+/// The live contexts of [`Registries::entries`].
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// The contexts, oldest first.
+    pub contexts: Vec<Located>,
+    /// Registries that were found but not read, and why (root only).
+    pub skipped: Vec<Skipped>,
+}
+
+impl Registries {
+    /// The registries the caller sees.
+    pub fn visible() -> Registries {
+        let own = Registry::open_default();
+        let discover = own.kind == DirKind::Private && own.owner == 0;
+        let mut r = Registries {
+            list: vec![own],
+            skipped: Vec::new(),
+        };
+        if discover {
+            r.discover_users();
+        }
+        r
+    }
+
+    /// Only `reg` (tests, and callers with a registry of their own).
+    pub fn only(reg: Registry) -> Registries {
+        Registries {
+            list: vec![reg],
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The registries, the caller's own first.
+    pub fn registries(&self) -> &[Registry] {
+        &self.list
+    }
+
+    fn discover_users(&mut self) {
+        let numbered = |dir: &str, prefix: &str| -> Vec<(u32, PathBuf)> {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return Vec::new();
+            };
+            rd.flatten()
+                .filter_map(|de| {
+                    let name = de.file_name();
+                    let uid = name.to_str()?.strip_prefix(prefix)?.parse::<u32>().ok()?;
+                    (uid != 0).then(|| (uid, de.path()))
+                })
+                .collect()
+        };
+        let mut found: Vec<(u32, PathBuf)> = numbered(USER_RUNTIME_DIRS, "")
+            .into_iter()
+            .map(|(uid, d)| (uid, d.join("nebula")))
+            .chain(numbered(USER_FALLBACK_PARENT, USER_FALLBACK_PREFIX))
+            .collect();
+        found.sort();
+        for (uid, dir) in found {
+            let reg = Registry {
+                dir,
+                owner: uid,
+                kind: DirKind::Foreign,
+            };
+            match reg.check_dir() {
+                Ok(true) => self.list.push(reg),
+                Ok(false) => {}
+                Err(e) => self.skipped.push(Skipped {
+                    dir: reg.dir.clone(),
+                    reason: match e {
+                        RegistryError::UnsafeDir { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
+                }),
+            }
+        }
+    }
+
+    /// The live contexts of every registry, oldest first. A user registry that cannot be
+    /// read is reported in [`Listing::skipped`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::entries`] for the caller's own registry.
+    pub fn entries(&self) -> Result<Listing, RegistryError> {
+        let mut out = Listing {
+            contexts: Vec::new(),
+            skipped: self.skipped.clone(),
+        };
+        for (i, reg) in self.list.iter().enumerate() {
+            match reg.entries() {
+                Ok(es) => out.contexts.extend(es.into_iter().map(|entry| Located {
+                    registry: reg.clone(),
+                    entry,
+                })),
+                Err(e) if i == 0 => return Err(e),
+                Err(e) => out.skipped.push(Skipped {
+                    dir: reg.dir.clone(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        out.contexts
+            .sort_by(|a, b| (a.entry.started, &a.entry.id).cmp(&(b.entry.started, &b.entry.id)));
+        Ok(out)
+    }
+
+    /// The live context with this name, id, or unique id prefix, in any registry.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::NotFound`], [`RegistryError::Ambiguous`], or as
+    /// [`Registries::entries`].
+    pub fn find(&self, query: &str) -> Result<Located, RegistryError> {
+        let all = self.entries()?.contexts;
+        let exact: Vec<&Located> = all
+            .iter()
+            .filter(|l| l.entry.id == query || l.entry.name.as_deref() == Some(query))
+            .collect();
+        let mut hits = if exact.is_empty() {
+            all.iter()
+                .filter(|l| !query.is_empty() && l.entry.id.starts_with(query))
+                .collect()
+        } else {
+            exact
+        };
+        match hits.len() {
+            0 => Err(RegistryError::NotFound(query.to_owned())),
+            1 => Ok(hits.remove(0).clone()),
+            _ => Err(RegistryError::Ambiguous {
+                query: query.to_owned(),
+                ids: hits.iter().map(|l| l.entry.id.clone()).collect(),
+            }),
+        }
+    }
 }
 
 /// Live statistics of a context.
@@ -335,29 +615,141 @@ fn parse_err(path: &Path, e: impl std::fmt::Display) -> RegistryError {
 }
 
 impl Registry {
-    /// The registry at `$NEBULA_RUN_DIR`; else [`DEFAULT_DIR`] for root, and for other users
-    /// `$XDG_RUNTIME_DIR/nebula` when that is set (they cannot write `/run/nebula`).
+    /// The caller's registry: `$NEBULA_RUN_DIR`; else [`DEFAULT_DIR`] for root, and for
+    /// other users `$XDG_RUNTIME_DIR/nebula`, or [`user_fallback_dir`] when that is unset
+    /// (see the module docs for the checks).
     pub fn open_default() -> Registry {
         let var = |k: &str| std::env::var_os(k).filter(|d| !d.is_empty());
-        let dir = match var(DIR_ENV) {
-            Some(d) => PathBuf::from(d),
-            None if !rustix::process::geteuid().is_root() => var("XDG_RUNTIME_DIR").map_or_else(
-                || PathBuf::from(DEFAULT_DIR),
-                |x| PathBuf::from(x).join("nebula"),
+        let uid = rustix::process::geteuid().as_raw();
+        let (dir, kind) = match var(DIR_ENV) {
+            Some(d) => (PathBuf::from(d), DirKind::Given),
+            None if uid == 0 => (PathBuf::from(DEFAULT_DIR), DirKind::Private),
+            None => (
+                var("XDG_RUNTIME_DIR").map_or_else(
+                    || user_fallback_dir(uid),
+                    |x| PathBuf::from(x).join("nebula"),
+                ),
+                DirKind::Private,
             ),
-            None => PathBuf::from(DEFAULT_DIR),
         };
-        Registry { dir }
+        Registry {
+            dir,
+            owner: uid,
+            kind,
+        }
     }
 
-    /// The registry at `dir`.
+    /// The registry at `dir`, used as given (as `$NEBULA_RUN_DIR` is).
     pub fn at(dir: impl Into<PathBuf>) -> Registry {
-        Registry { dir: dir.into() }
+        Registry {
+            dir: dir.into(),
+            owner: rustix::process::geteuid().as_raw(),
+            kind: DirKind::Given,
+        }
     }
 
     /// Its directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The uid whose registry this is.
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Checks a private or foreign directory: `Ok(false)` when it does not exist.
+    fn check_dir(&self) -> Result<bool, RegistryError> {
+        if self.kind == DirKind::Given {
+            return Ok(self.dir.exists());
+        }
+        let m = match std::fs::symlink_metadata(&self.dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(RegistryError::ReadDir {
+                    dir: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        use std::os::unix::fs::MetadataExt;
+        let unsafe_dir = |reason: String| RegistryError::UnsafeDir {
+            dir: self.dir.clone(),
+            reason,
+        };
+        if m.file_type().is_symlink() {
+            return Err(unsafe_dir("it is a symbolic link".into()));
+        }
+        if !m.is_dir() {
+            return Err(unsafe_dir("it is not a directory".into()));
+        }
+        if m.uid() != self.owner {
+            return Err(unsafe_dir(format!(
+                "it is owned by uid {}, not by uid {}",
+                m.uid(),
+                self.owner
+            )));
+        }
+        if self.kind == DirKind::Private && self.owner != 0 && m.mode() & 0o077 != 0 {
+            return Err(unsafe_dir(format!(
+                "its mode {:04o} lets the group or others in (it must be 0700)",
+                m.mode() & 0o7777
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Creates the directory (mode 0700) when missing and checks it.
+    fn ensure_dir(&self) -> Result<(), RegistryError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if self.kind == DirKind::Foreign {
+            return Err(RegistryError::NotPermitted {
+                id: "(new)".into(),
+                owner: self.owner,
+                uid: rustix::process::geteuid().as_raw(),
+            });
+        }
+        if self.check_dir()? {
+            // Root's registry is root's alone (older versions made it 0755).
+            if self.kind == DirKind::Private && self.owner == 0 {
+                let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
+            }
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|source| RegistryError::CreateDir {
+                dir: self.dir.clone(),
+                source,
+            })?;
+        // Check again: someone may have created it first.
+        self.check_dir().map(|_| ())
+    }
+
+    /// Leaves the `<id>.killed` marker, best effort: created exclusively in the directory
+    /// opened without following links and owned by the registry's owner, so that root
+    /// writing into a user's directory cannot be led to another file.
+    fn mark_killed(&self, id: &str) {
+        use rustix::fs::{Mode, OFlags};
+        let Ok(dir) = rustix::fs::open(
+            &self.dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return;
+        };
+        if rustix::fs::fstat(&dir).map_or(true, |st| st.st_uid != self.owner && st.st_uid != 0) {
+            return;
+        }
+        let _ = rustix::fs::openat(
+            &dir,
+            format!("{id}.killed"),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        );
     }
 
     /// Registers a running context: `pid` is its pid 1 (its start time is read now).
@@ -366,6 +758,7 @@ impl Registry {
     ///
     /// [`RegistryError::NameTaken`] when a live context has the name (names are claimed
     /// exclusively, see the module docs);
+    /// [`RegistryError::UnsafeDir`] when the directory fails its checks;
     /// [`RegistryError::CreateDir`], [`RegistryError::Write`];
     /// [`RegistryError::NotFound`] when `pid` is already gone.
     pub fn register(
@@ -373,13 +766,11 @@ impl Registry {
         name: Option<String>,
         pid: i32,
         cgroup: Option<PathBuf>,
+        ids: Option<super::IdRange>,
         limits: EntryLimits,
         command: Vec<String>,
     ) -> Result<Registration, RegistryError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| RegistryError::CreateDir {
-            dir: self.dir.clone(),
-            source,
-        })?;
+        self.ensure_dir()?;
         let pid_start =
             process_start_time(pid).ok_or_else(|| RegistryError::NotFound(pid.to_string()))?;
         let id = new_id(pid);
@@ -394,12 +785,14 @@ impl Registry {
             pid_start,
             supervisor: std::process::id() as i32,
             cgroup,
+            ids,
             limits,
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs(),
             command,
+            owner: rustix::process::geteuid().as_raw(),
         };
         let path = self.dir.join(format!("{}.json", entry.id));
         let tmp = self.dir.join(format!(".{}.tmp", entry.id));
@@ -407,7 +800,7 @@ impl Registry {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
             f.sync_all()?;
@@ -438,7 +831,7 @@ impl Registry {
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o600)
                 .open(&path)
             {
                 Ok(mut f) => {
@@ -473,12 +866,19 @@ impl Registry {
     }
 
     /// The live contexts, oldest first. Entries whose process is gone (or whose pid now
-    /// belongs to another process) and files that do not parse are removed.
+    /// belongs to another process) and files that do not parse are removed, except in
+    /// another user's registry (read-only for root). Only files owned by the registry's
+    /// owner (or by root, except in another user's registry) count; [`Entry::owner`] is set
+    /// to the file's owner.
     ///
     /// # Errors
     ///
+    /// [`RegistryError::UnsafeDir`] when the directory fails its checks,
     /// [`RegistryError::ReadDir`] (a missing directory is an empty registry).
     pub fn entries(&self) -> Result<Vec<Entry>, RegistryError> {
+        if !self.check_dir()? {
+            return Ok(Vec::new());
+        }
         let rd = match std::fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -489,18 +889,19 @@ impl Registry {
                 });
             }
         };
+        let clean = self.kind != DirKind::Foreign;
         let mut out = Vec::new();
         for de in rd.flatten() {
             let path = de.path();
             if path.extension().is_some_and(|x| x == "killed") {
                 // A kill marker outlives its entry only when the supervisor died too.
-                if !path.with_extension("json").exists() {
+                if clean && !path.with_extension("json").exists() {
                     let _ = std::fs::remove_file(&path);
                 }
                 continue;
             }
             if path.extension().is_some_and(|x| x == "name") {
-                if std::fs::read_to_string(&path).is_ok_and(|t| claim_is_stale(&t)) {
+                if clean && std::fs::read_to_string(&path).is_ok_and(|t| claim_is_stale(&t)) {
                     let _ = std::fs::remove_file(&path);
                 }
                 continue;
@@ -508,34 +909,57 @@ impl Registry {
             if path.extension().is_none_or(|x| x != "json") {
                 continue;
             }
-            let owner_ok = de.metadata().is_ok_and(|m| {
-                let uid = std::os::unix::fs::MetadataExt::uid(&m);
-                uid == 0 || uid == rustix::process::geteuid().as_raw()
-            });
-            if !owner_ok {
+            let Some((uid, bytes)) = self.read_entry_file(&path) else {
                 continue;
-            }
-            let parsed = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok());
+            };
+            let parsed = serde_json::from_slice::<Entry>(&bytes).ok();
             match parsed {
-                Some(e) if e.is_alive() => out.push(e),
+                Some(mut e) if e.is_alive() => {
+                    // The supervisor wrote the file: it runs as the file's owner.
+                    if proc_uids(e.supervisor).is_some_and(|(real, _)| real == uid) {
+                        e.owner = uid;
+                        out.push(e);
+                    }
+                }
                 // A dead entry: its supervisor did not get to clean up (it was killed), so
                 // its cgroup leaf may be left too.
-                Some(e) => {
+                Some(e) if clean => {
                     let _ = std::fs::remove_file(&path);
                     if let Some(cg) = &e.cgroup {
                         remove_stale_leaf(cg);
                     }
                 }
                 // Unreadable: clean it (another reader may have already).
-                None => {
+                None if clean => {
                     let _ = std::fs::remove_file(&path);
                 }
+                _ => {}
             }
         }
         out.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
         Ok(out)
+    }
+
+    /// Reads an entry file that the registry trusts: a regular file (opened without
+    /// following a link, and without blocking on a FIFO), owned by the registry's owner or,
+    /// outside another user's registry, by root; at most 1 MiB. Returns its owner too.
+    fn read_entry_file(&self, path: &Path) -> Option<(u32, Vec<u8>)> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        let m = f.metadata().ok()?;
+        let uid = m.uid();
+        let trusted = uid == self.owner || (uid == 0 && self.kind != DirKind::Foreign);
+        if !m.is_file() || !trusted {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        f.take(1 << 20).read_to_end(&mut bytes).ok()?;
+        Some((uid, bytes))
     }
 
     /// The live context with this name, id, or unique id prefix.
@@ -545,36 +969,32 @@ impl Registry {
     /// [`RegistryError::NotFound`], [`RegistryError::Ambiguous`], or as
     /// [`Registry::entries`].
     pub fn find(&self, query: &str) -> Result<Entry, RegistryError> {
-        let all = self.entries()?;
-        if let Some(e) = all
-            .iter()
-            .find(|e| e.id == query || e.name.as_deref() == Some(query))
-        {
-            return Ok(e.clone());
-        }
-        let mut hits: Vec<&Entry> = all
-            .iter()
-            .filter(|e| !query.is_empty() && e.id.starts_with(query))
-            .collect();
-        match hits.len() {
-            0 => Err(RegistryError::NotFound(query.to_owned())),
-            1 => Ok(hits.remove(0).clone()),
-            _ => Err(RegistryError::Ambiguous {
-                query: query.to_owned(),
-                ids: hits.iter().map(|e| e.id.clone()).collect(),
-            }),
-        }
+        Registries::only(self.clone()).find(query).map(|l| l.entry)
     }
 
     /// Kills a context: `cgroup.kill` when it has a cgroup (which must contain its pid),
     /// else `SIGKILL` to its pid 1 through a pidfd (which takes its pid namespace with it).
     /// Returns how.
     ///
+    /// A user may kill only their own contexts; root kills a user's context only as far as
+    /// the user could (see the module docs).
+    ///
     /// # Errors
     ///
-    /// [`RegistryError::NotFound`] when it is no longer alive, [`RegistryError::Untrusted`],
-    /// [`RegistryError::Kill`].
+    /// [`RegistryError::NotFound`] when it is no longer alive,
+    /// [`RegistryError::NotPermitted`] for another user's context,
+    /// [`RegistryError::NotOwned`] when root finds a user's entry pointing at a process or
+    /// cgroup that user does not own, [`RegistryError::Untrusted`], [`RegistryError::Kill`].
     pub fn kill(&self, e: &Entry) -> Result<&'static str, RegistryError> {
+        let me = rustix::process::geteuid().as_raw();
+        let not_permitted = || RegistryError::NotPermitted {
+            id: e.id.clone(),
+            owner: e.owner,
+            uid: me,
+        };
+        if me != 0 && e.owner != me {
+            return Err(not_permitted());
+        }
         let gone = || RegistryError::NotFound(e.id.clone());
         let pid = Pid::from_raw(e.pid).ok_or_else(gone)?;
         // Open the pidfd first, then check the start time: the pidfd then refers to the
@@ -583,8 +1003,13 @@ impl Registry {
         if !e.is_alive() {
             return Err(gone());
         }
+        if me == 0 && e.owner != 0 {
+            self.check_owned_by(e)?;
+        }
         // Best effort: the supervisor only uses it to word its message.
-        let _ = std::fs::write(self.dir.join(format!("{}.killed", e.id)), b"");
+        self.mark_killed(&e.id);
+        let denied =
+            |err: &std::io::Error| matches!(err.raw_os_error(), Some(libc::EPERM | libc::EACCES));
         if let Some(cg) = &e.cgroup {
             let procs = read_file(cg.join("cgroup.procs"))?;
             if !procs.lines().any(|l| l.trim() == e.pid.to_string()) {
@@ -594,21 +1019,59 @@ impl Registry {
                     cgroup: cg.clone(),
                 });
             }
-            std::fs::write(cg.join("cgroup.kill"), "1").map_err(|source| RegistryError::Kill {
-                id: e.id.clone(),
-                how: "cgroup.kill",
-                source,
-            })?;
-            return Ok("cgroup.kill");
+            return match std::fs::write(cg.join("cgroup.kill"), "1") {
+                Ok(()) => Ok("cgroup.kill"),
+                Err(source) if denied(&source) && e.owner != me => Err(not_permitted()),
+                Err(source) => Err(RegistryError::Kill {
+                    id: e.id.clone(),
+                    how: "cgroup.kill",
+                    source,
+                }),
+            };
         }
-        rustix::process::pidfd_send_signal(&pidfd, Signal::KILL).map_err(|err| {
-            RegistryError::Kill {
+        match rustix::process::pidfd_send_signal(&pidfd, Signal::KILL) {
+            Ok(()) => Ok("SIGKILL"),
+            Err(err) if err == rustix::io::Errno::PERM && e.owner != me => Err(not_permitted()),
+            Err(err) => Err(RegistryError::Kill {
                 id: e.id.clone(),
                 how: "SIGKILL",
                 source: err.into(),
+            }),
+        }
+    }
+
+    /// For root acting on a user's entry: the context's pid 1 runs as the user (real or
+    /// saved uid, as `kill(2)` checks) and its cgroup (directory and `cgroup.kill`) is the
+    /// user's.
+    fn check_owned_by(&self, e: &Entry) -> Result<(), RegistryError> {
+        use std::os::unix::fs::MetadataExt;
+        let owner = e.owner;
+        let not_owned = |what: String| RegistryError::NotOwned {
+            id: e.id.clone(),
+            owner,
+            what,
+        };
+        match proc_uids(e.pid) {
+            Some((real, saved)) if real == owner || saved == owner => {}
+            Some((real, _)) => {
+                return Err(not_owned(format!("its pid {} runs as uid {real}", e.pid)));
             }
-        })?;
-        Ok("SIGKILL")
+            None => return Err(RegistryError::NotFound(e.id.clone())),
+        }
+        if let Some(cg) = &e.cgroup {
+            for p in [cg.clone(), cg.join("cgroup.kill")] {
+                match std::fs::symlink_metadata(&p).map(|m| m.uid()) {
+                    Ok(uid) if uid == owner => {}
+                    Ok(uid) => {
+                        return Err(not_owned(format!("{} is owned by uid {uid}", p.display())));
+                    }
+                    Err(err) => {
+                        return Err(not_owned(format!("{} cannot be read ({err})", p.display())));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Live statistics of a context: from its cgroup when it has one, else from `/proc` (the
@@ -780,7 +1243,14 @@ mod tests {
             .unwrap();
         let me = child.id() as i32;
         let r = reg
-            .register(Some("me".into()), me, None, EntryLimits::default(), vec![])
+            .register(
+                Some("me".into()),
+                me,
+                None,
+                None,
+                EntryLimits::default(),
+                vec![],
+            )
             .unwrap();
         let all = reg.entries().unwrap();
         assert_eq!(all.len(), 1);
@@ -788,13 +1258,27 @@ mod tests {
         assert_eq!(reg.find("me").unwrap().id, r.entry().id);
         assert_eq!(reg.find(&r.entry().id[..6]).unwrap().id, r.entry().id);
         assert!(matches!(
-            reg.register(Some("me".into()), me, None, EntryLimits::default(), vec![]),
+            reg.register(
+                Some("me".into()),
+                me,
+                None,
+                None,
+                EntryLimits::default(),
+                vec![]
+            ),
             Err(RegistryError::NameTaken { .. })
         ));
         // A claim left by a supervisor that is gone is taken over.
         std::fs::write(dir.join("old.name"), "0123456789ab 999999999 1\n").unwrap();
         let r2 = reg
-            .register(Some("old".into()), me, None, EntryLimits::default(), vec![])
+            .register(
+                Some("old".into()),
+                me,
+                None,
+                None,
+                EntryLimits::default(),
+                vec![],
+            )
             .unwrap();
         assert!(
             std::fs::read_to_string(dir.join("old.name"))
@@ -829,6 +1313,7 @@ mod tests {
             .register(
                 None,
                 child.id() as i32,
+                None,
                 None,
                 EntryLimits::default(),
                 vec![],

@@ -1,0 +1,209 @@
+//! The supervisor's side of seccomp user notification: the listener's handover from the
+//! context, and turning a notification into a [`DeniedSyscall`]. The design and its caveats
+//! are in the [module docs](super#naming-the-denied-system-call).
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::{PollFd, PollFlags};
+
+use super::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscalls};
+use crate::sys::{scm, seccomp_notify};
+
+/// The tag byte of the `SCM_RIGHTS` message that carries a context's listener.
+pub const LISTENER_TAG: u8 = b'S';
+
+/// A system call that a context's filter refused, as the kernel's notification named it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeniedSyscall {
+    /// The system call number (`seccomp_data.nr`).
+    pub nr: i32,
+    /// Its name, when `arch` is x86_64 and the number is in [`syscalls::X86_64`].
+    pub name: Option<&'static str>,
+    /// The `AUDIT_ARCH_*` of the call (`seccomp_data.arch`).
+    pub arch: u32,
+}
+
+impl DeniedSyscall {
+    /// From the kernel's `nr` and `arch`; the name is looked up for native calls only (the
+    /// numbers of other ABIs mean other calls).
+    pub fn new(nr: i32, arch: u32) -> DeniedSyscall {
+        let name = (arch == AUDIT_ARCH_X86_64)
+            .then(|| u32::try_from(nr).ok().and_then(syscalls::name))
+            .flatten();
+        DeniedSyscall { nr, name, arch }
+    }
+
+    /// The architecture's name: `x86_64`, `i386`, else the `AUDIT_ARCH_*` value in hex.
+    pub fn arch_name(&self) -> String {
+        match self.arch {
+            AUDIT_ARCH_X86_64 if (self.nr as u32) & X32_SYSCALL_BIT != 0 => "x32".to_owned(),
+            AUDIT_ARCH_X86_64 => "x86_64".to_owned(),
+            AUDIT_ARCH_I386 => "i386".to_owned(),
+            other => format!("{other:#x}"),
+        }
+    }
+}
+
+impl fmt::Display for DeniedSyscall {
+    /// `openat(2) (nr 257)`; `nr 470` for a native number without a name; `nr 11 (i386)`
+    /// for another ABI.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name {
+            Some(n) => write!(f, "{n}(2) (nr {})", self.nr),
+            None if self.arch == AUDIT_ARCH_X86_64 => write!(f, "nr {}", self.nr),
+            None => write!(f, "nr {} ({})", self.nr, self.arch_name()),
+        }
+    }
+}
+
+/// What the supervisor learned from one notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The refused call.
+    pub syscall: DeniedSyscall,
+    /// The thread that made it, in the supervisor's pid namespace.
+    pub thread: u32,
+}
+
+/// The supervisor's end of a context's listener handover: first the socket the listener
+/// arrives on (`SCM_RIGHTS`, tag [`LISTENER_TAG`]), then the listener itself.
+///
+/// Poll [`ListenerWatch::poll_fd`] for `POLLIN` with the context's other descriptors and
+/// call [`ListenerWatch::service`] after every wake-up; it never blocks.
+///
+/// Drop it only after the context is dead (reaped): closing the listener makes the kernel
+/// fail every pending notified call with `ENOSYS`, so a workload not yet dead of the kill
+/// would go on past the call it was denied (measured: a `reboot(2)` returned -1 to the
+/// workload before the `SIGKILL` landed, when the listener was closed right after the kill).
+#[derive(Debug)]
+pub struct ListenerWatch {
+    sock: Option<OwnedFd>,
+    listener: Option<OwnedFd>,
+    /// A denial was reported: keep the listener open, stop polling it.
+    reported: bool,
+}
+
+impl ListenerWatch {
+    /// Watches `sock` (non-blocking), the supervisor's end of the socket pair the context
+    /// sends its listener on.
+    pub fn new(sock: OwnedFd) -> ListenerWatch {
+        ListenerWatch {
+            sock: Some(sock),
+            listener: None,
+            reported: false,
+        }
+    }
+
+    /// The descriptor to poll for `POLLIN`: the listener once it arrived, before that the
+    /// socket; `None` when neither is left (the context closed its end without sending,
+    /// or the filter has no task left) and after a denial was reported.
+    pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        if self.reported {
+            return None;
+        }
+        self.listener
+            .as_ref()
+            .or(self.sock.as_ref())
+            .map(|fd| fd.as_fd())
+    }
+
+    /// Whether the listener arrived and is still watched.
+    pub fn has_listener(&self) -> bool {
+        self.listener.is_some()
+    }
+
+    /// Takes the listener if it arrived, then receives the pending notification if there is
+    /// one. Never blocks: the listener is polled with a zero timeout first
+    /// (`SECCOMP_IOCTL_NOTIF_RECV` itself would block). The notified thread stays blocked in
+    /// the kernel, its call not run, until the caller kills the context; nothing is ever
+    /// answered. Reports one denial; after it, returns `Ok(None)` and keeps the listener open
+    /// until dropped.
+    ///
+    /// # Errors
+    /// `recvmsg`, `poll` or `SECCOMP_IOCTL_NOTIF_RECV` failed (a notification that vanished
+    /// because its thread died or took a signal, `ENOENT`, is `Ok(None)`).
+    pub fn service(&mut self) -> io::Result<Option<Denial>> {
+        if self.reported {
+            return Ok(None);
+        }
+        if let Some(sock) = &self.sock {
+            match scm::recv_fd(sock.as_fd()) {
+                Ok(Some((LISTENER_TAG, fd))) => {
+                    self.listener = Some(fd);
+                    self.sock = None;
+                }
+                // End of file (the context closed its end without a listener: the kernel
+                // refused one and the fallback filter went in) or a message that is not the
+                // handover: nothing more comes on this socket.
+                Ok(_) => self.sock = None,
+                Err(e) if e.raw_os_error() == Some(libc::EPROTO) => self.sock = None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(listener) = &self.listener else {
+            return Ok(None);
+        };
+        let mut pfd = [PollFd::new(listener, PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut pfd, Some(&zero)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let rev = pfd[0].revents();
+        if rev.contains(PollFlags::IN) {
+            return match seccomp_notify::recv(listener.as_fd()) {
+                Ok(n) => {
+                    self.reported = true;
+                    Ok(Some(Denial {
+                        syscall: DeniedSyscall::new(n.nr, n.arch),
+                        thread: n.pid,
+                    }))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        if rev.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+            // No task runs the filter any more (Linux 5.8 reports POLLHUP then).
+            self.listener = None;
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_only_native_numbers() {
+        let d = DeniedSyscall::new(257, AUDIT_ARCH_X86_64);
+        assert_eq!(d.name, Some("openat"));
+        assert_eq!(d.to_string(), "openat(2) (nr 257)");
+        assert_eq!(d.arch_name(), "x86_64");
+        // i386's 5 is open, not fstat: no name from the x86_64 table.
+        let d = DeniedSyscall::new(5, AUDIT_ARCH_I386);
+        assert_eq!(d.name, None);
+        assert_eq!(d.to_string(), "nr 5 (i386)");
+        let d = DeniedSyscall::new(9999, AUDIT_ARCH_X86_64);
+        assert_eq!(d.to_string(), "nr 9999");
+    }
+
+    #[test]
+    fn the_handover_socket_ends_at_eof_without_a_listener() {
+        let (a, b) = scm::seqpacket_pair().unwrap();
+        rustix::fs::fcntl_setfl(&a, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut w = ListenerWatch::new(a);
+        assert!(w.service().unwrap().is_none());
+        assert!(w.poll_fd().is_some(), "nothing sent yet: still watching");
+        drop(b);
+        assert!(w.service().unwrap().is_none());
+        assert!(w.poll_fd().is_none() && !w.has_listener());
+    }
+}
