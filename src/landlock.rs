@@ -65,14 +65,19 @@
 //!
 //! # What it does not cover
 //!
-//! * **Inherited file descriptors**: Landlock checks opening, not using. A descriptor the
-//!   workload inherits (its stdio, a passed socket) keeps the access it was opened with.
-//! * **The kernel's side doors**: files the kernel exposes without a path check (pipes,
-//!   sockets, memfds, anonymous inodes), `/proc/<pid>/mem` of a process the workload may
-//!   ptrace (only its own pid namespace), and anything reachable by a syscall that is not a
-//!   filesystem access (`ioctl` on already-open non-device files, `chmod`, `chown`, `utime`
-//!   and extended attributes are not Landlock rights before a future ABI).
-//! * Reads are not restricted without a read allow-list.
+//! * **Inherited file descriptors**: Landlock checks opening (and truncating, and device
+//!   ioctls on what was opened after the restriction), not using. A descriptor the workload
+//!   inherits (its stdio, a passed socket, an fd received over `SCM_RIGHTS`) keeps the access
+//!   it was opened with, wherever it points.
+//! * **The kernel's side doors**: objects without a path in the context's tree are not
+//!   checked (pipes, sockets, memfds, anonymous inodes, `/proc/<pid>/fd/N` reopening a pipe),
+//!   and operations that are not Landlock rights as of ABI 7 are left to the mounts and to
+//!   DAC: `chmod`, `chown`, `utime`, extended attributes, `stat`/path lookup (a denied file's
+//!   existence is visible), `ioctl` on non-device files. Landlock does forbid a landlocked
+//!   task to ptrace one outside its domain (pid 1, the supervisor), which the pid namespace
+//!   and pid 1's non-dumpable flag already do.
+//! * Reads are not restricted without a read allow-list, and network access is never
+//!   restricted by this layer (the network namespace and seccomp are the layers for it).
 //!
 //! [`ProcessIsolation::new`]: crate::isolation::process::ProcessIsolation::new
 

@@ -141,7 +141,31 @@ fn time_limit_line_and_json_record() {
 #[test]
 fn seccomp_kill_line_and_record() {
     let d = run_dir("seccomp");
-    // `strict` allows no execve: the kernel kills the workload with SIGSYS at its exec.
+    // `strict` refuses open: the context's filter notifies the supervisor, which names the
+    // loader's first openat(2) and kills the context; the exit code stays 128+SIGSYS.
+    let o = ctl(
+        &d,
+        &[
+            "run",
+            "--seccomp",
+            "strict",
+            "--",
+            "/bin/cat",
+            "/etc/hostname",
+        ],
+    );
+    assert_eq!(code(&o), 128 + 31);
+    assert!(
+        o.stdout.is_empty(),
+        "cat read the file: {}",
+        text(&o.stdout)
+    );
+    let err = text(&o.stderr);
+    assert_eq!(
+        err.lines().last().unwrap(),
+        "killed: seccomp violation at openat(2) (nr 257; profile strict)",
+        "{err}"
+    );
     let o = ctl(
         &d,
         &["run", "--seccomp", "strict", "--json", "--", "/bin/true"],
@@ -152,18 +176,57 @@ fn seccomp_kill_line_and_record() {
         err.lines()
             .next()
             .unwrap()
-            .starts_with("killed: seccomp violation ("),
+            .starts_with("killed: seccomp violation at openat(2)"),
         "{err}"
     );
     let v: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
     assert_eq!(v["seccomp_killed"], true);
     assert_eq!(v["signal"], 31);
+    assert_eq!(v["shell_code"], 159);
+    assert_eq!(v["denied_syscall"]["name"], "openat");
+    assert_eq!(v["denied_syscall"]["nr"], 257);
+    assert_eq!(v["denied_syscall"]["arch"], "x86_64");
     let p = write_profile(&d, "s.toml", "seccomp = \"strict\"\n");
     let o = ctl(
         &d,
         &["run", "--profile", p.to_str().unwrap(), "--", "/bin/true"],
     );
     assert_eq!(code(&o), 128 + 31);
+}
+
+#[test]
+fn default_profile_names_a_hostile_call() {
+    let d = run_dir("seccomp-default");
+    let Some(py) = ["/usr/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        common::skip("no python3 for the ctypes helper");
+        return;
+    };
+    // kexec_load(0, 0, 0, 0): a call on the default profile's hostile list (a kill).
+    let script =
+        "import ctypes; r = ctypes.CDLL(None).syscall(246, 0, 0, 0, 0); print('survived', r)";
+    let o = ctl(&d, &["run", "--json", "--", py, "-c", script]);
+    assert_eq!(code(&o), 128 + 31);
+    assert!(!text(&o.stdout).contains("survived"), "{}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert_eq!(
+        err.lines().next().unwrap(),
+        "killed: seccomp violation at kexec_load(2) (nr 246; profile default)",
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert_eq!(v["denied_syscall"]["name"], "kexec_load");
+    assert_eq!(v["denied_syscall"]["nr"], 246);
+    // A call the profile refuses with EPERM is no kill: the program goes on.
+    let script = "import ctypes; r = ctypes.CDLL(None).syscall(165, 0, 0, 0, 0, 0); print('mount', r, ctypes.get_errno())";
+    let o = ctl(&d, &["run", "--json", "--", py, "-c", script]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(text(&o.stderr).lines().last().unwrap()).unwrap();
+    assert_eq!(v["seccomp_killed"], false);
+    assert_eq!(v["denied_syscall"], serde_json::Value::Null);
 }
 
 #[test]
@@ -269,6 +332,7 @@ const PROBE_SCRIPT: &str = "echo env=$A; echo cwd=$(pwd); echo host=$(hostname);
     echo bind=$(test -f /mnt/passwd && echo yes || echo no); \
     echo uidmap=$(awk '{print $2}' /proc/self/uid_map); \
     echo seccomp=$(awk '/^Seccomp:/{print $2}' /proc/self/status); \
+    echo user=$(id -u):$(id -g); \
     echo netdevs=$(tail -n +3 /proc/net/dev | wc -l)";
 
 /// A directory that exists here, for mounting over (`/mnt` is absent in the VM's initramfs).
@@ -308,6 +372,13 @@ fn every_flag_has_a_toml_twin() {
     assert!(def.contains("root=ro"), "{def}");
     assert!(def.contains("netdevs=1\n"), "{def}");
     assert!(def.contains("seccomp=2\n"), "{def}");
+    assert!(def.contains("user=0:0\n"), "{def}");
+    // --user picks the id inside (the context keeps its range of host ids).
+    let flags = probe_run(&d, &["--user", "7:8"]);
+    let p = write_profile(&d, "user.toml", "user = \"7:8\"\n");
+    let toml = probe_run(&d, &["--profile", p.to_str().unwrap()]);
+    assert_eq!(flags, toml);
+    assert!(flags.contains("user=7:8\n"), "{flags}");
     let flags = probe_run(
         &d,
         &[
@@ -366,6 +437,9 @@ fn every_flag_has_a_toml_twin() {
     // Read-only and writable binds of a scratch directory.
     let scratch = d.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
+    // Root inside is an unprivileged host uid of the context's own range: let it write.
+    std::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .unwrap();
     for (mode, writable) in [(":ro", false), ("", true)] {
         let spec = format!("{}:{}{mode}", scratch.display(), mount_point());
         let touch = format!("touch {}/x", mount_point());

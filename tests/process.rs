@@ -96,9 +96,11 @@ fn root_inside_maps_to_the_caller_or_a_chosen_id() {
         return;
     }
     let me = rustix::process::geteuid().as_raw();
-    for (cfg, outside) in [
-        (captured(), me),
-        (captured().root_maps_to(1000, 1000), 1000),
+    // (config, the host uid root inside maps to (None: a range of the pool), count)
+    let default_count = if common::is_root() { 65536 } else { 1 };
+    for (cfg, chosen, count) in [
+        (captured(), (!common::is_root()).then_some(me), default_count),
+        (captured().root_maps_to(1000, 1000), Some(1000), 1),
     ] {
         let iso = iso(cfg);
         let running = iso
@@ -106,9 +108,19 @@ fn root_inside_maps_to_the_caller_or_a_chosen_id() {
             .unwrap();
         // Read the kernel's map while the context lives (it sleeps), then kill it.
         let pid = running.pid();
+        let outside = running.host_ids().uid;
+        if let Some(c) = chosen {
+            assert_eq!(outside, c);
+        } else {
+            assert_ne!(outside, 0, "root's contexts get a range of their own, not host root");
+        }
         let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
         let fields: Vec<&str> = map.split_whitespace().collect();
-        assert_eq!(fields, ["0", &outside.to_string(), "1"], "uid_map of {pid}");
+        assert_eq!(
+            fields,
+            ["0", &outside.to_string(), &count.to_string()],
+            "uid_map of {pid}"
+        );
         let gmap = std::fs::read_to_string(format!("/proc/{pid}/gid_map")).unwrap();
         assert_eq!(gmap.split_whitespace().nth(1), Some(&*outside.to_string()));
         // The kernel's view from outside: the process's uid is the mapped one.
@@ -370,6 +382,8 @@ fn bind_mounts_are_read_only_or_writable() {
         std::fs::create_dir_all(d).unwrap();
     }
     std::fs::write(src.join("host-file"), b"from the host").unwrap();
+    // The context is an unprivileged host uid of its own: the shared directory must let it in.
+    std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mut c = captured().bind(&src, &ro, false).bind(&src, &rw, true);
     c.tmpfs.clear(); // the binds live under the host's /tmp
     let (ro2, rw2) = (ro.clone(), rw.clone());

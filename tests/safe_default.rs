@@ -212,13 +212,18 @@ fn another_live_contexts_file_in_a_shared_bind_is_out_of_reach() {
         return;
     }
     let shared = HostDir::new("shared", 0o1777);
-    let cfg = || config().bind(&shared.0, "/mnt", true);
+    // A directory that exists in both tiers to mount over (`/mnt` is absent in the VM's).
+    let mnt = ["/mnt", "/srv", "/opt", "/media", "/root", "/home"]
+        .into_iter()
+        .find(|p| Path::new(p).is_dir())
+        .expect("some mount point exists");
+    let cfg = || config().bind(&shared.0, mnt, true);
     // Context A creates a private file in the shared directory and stays alive.
     let iso_a = ProcessIsolation::new(cfg()).unwrap();
     let a = iso_a
         .spawn_command(&Command::new("/bin/sh").args([
             "-c",
-            "umask 077; echo A > /mnt/a.tmp && mv /mnt/a.tmp /mnt/a; sleep 30",
+            &format!("umask 077; echo A > {mnt}/a.tmp && mv {mnt}/a.tmp {mnt}/a; sleep 30"),
         ]))
         .unwrap();
     let host_file = shared.0.join("a");
@@ -231,13 +236,14 @@ fn another_live_contexts_file_in_a_shared_bind_is_out_of_reach() {
     assert_eq!(meta.uid(), a.host_ids().uid, "the file belongs to A's range");
     assert_eq!(meta.mode() & 0o777, 0o600);
     // Context B, alive at the same time, with its own range.
-    let b = inside(cfg(), || {
+    let a_path = format!("{mnt}/a");
+    let b = inside(cfg(), move || {
         [
-            open_answer("/mnt/a", libc::O_RDONLY),
-            open_answer("/mnt/a", libc::O_WRONLY),
+            open_answer(&a_path, libc::O_RDONLY),
+            open_answer(&a_path, libc::O_WRONLY),
             // The sticky directory: B cannot remove or replace A's file either.
             // SAFETY: a live NUL-terminated path.
-            answer(unsafe { libc::unlink(cstr("/mnt/a").as_ptr()) }.into()),
+            answer(unsafe { libc::unlink(cstr(&a_path).as_ptr()) }.into()),
         ]
     });
     assert_eq!(
@@ -454,4 +460,33 @@ fn a_lease_left_by_a_killed_supervisor_is_reclaimed_by_the_next_command() {
         !pool.leases(&d).unwrap().iter().any(|l| l.range == range),
         "nebula-ctl list returned the range to the pool"
     );
+}
+
+#[test]
+fn host_root_only_on_request_and_with_a_warning() {
+    if !ready() {
+        return;
+    }
+    let ctl = env!("CARGO_BIN_EXE_nebula-ctl");
+    let out = std::process::Command::new(ctl)
+        .args(["run", "--uid", "0", "--", "cat", "/proc/self/uid_map"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let map: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(map, ["0", "0", "1"], "--uid 0 maps root to host root");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("root of the host"), "{stderr}");
+    // Any other explicit id prints nothing.
+    let out = std::process::Command::new(ctl)
+        .args(["run", "--uid", "4242", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }

@@ -217,7 +217,10 @@ fn filter_path_lengths() {
             };
             let run = |prog| nebula_memory::seccomp::bpf::run_counted(prog, &data).unwrap();
             let ((rp, sp), (rn, sn)) = (run(f.program()), run(n.program()));
-            assert_eq!(sp, sn, "{p}: nr {nr} arch {arch:#x} args {args:x?}: path length");
+            assert_eq!(
+                sp, sn,
+                "{p}: nr {nr} arch {arch:#x} args {args:x?}: path length"
+            );
             match (Action::from_ret(rp), Action::from_ret(rn)) {
                 (Some(Action::KillProcess), Some(Action::UserNotif)) => notified += 1,
                 (a, b) => assert_eq!(a, b, "{p}: nr {nr} arch {arch:#x}"),

@@ -305,7 +305,7 @@ fn errno_hint(err: &io::Error, op: Op) -> &'static str {
         (Op::Write, Errno::INVAL) => ": the kernel refused the value",
         (Op::Write, Errno::NOENT) => ": the cgroup was removed",
         (Op::Rmdir, Errno::BUSY) => {
-            ": it still has processes or child cgroups; kill() and wait_empty() first"
+            ": it still has processes or child cgroups; kill its processes and wait until it is empty first"
         }
         (Op::Rmdir, Errno::NOENT) => ": it was already removed",
         (Op::Psi, Errno::INVAL) => {

@@ -366,7 +366,10 @@ mod tests {
                     assert_eq!(b.k, libc::SECCOMP_RET_USER_NOTIF);
                 }
             }
-            assert!(n.iter().all(|i| !(i.code == RET_K && i.k == NOTIFY_SENTINEL)));
+            assert!(
+                n.iter()
+                    .all(|i| !(i.code == RET_K && i.k == NOTIFY_SENTINEL))
+            );
             assert_eq!(n[2].k, libc::SECCOMP_RET_KILL_PROCESS, "{p}: arch guard");
             assert_eq!(n[5].k, libc::SECCOMP_RET_KILL_PROCESS, "{p}: x32 guard");
         }

@@ -807,12 +807,10 @@ impl From<SeccompError> for IsolationError {
             SeccompError::SetNoNewPrivs { errno }
             | SeccompError::InstallFilter { errno, .. }
             | SeccompError::InstallListener { errno }
-            | SeccompError::SendListener { errno } => {
-                IsolationError::System {
-                    operation: e.to_string(),
-                    source: std::io::Error::from_raw_os_error(errno),
-                }
-            }
+            | SeccompError::SendListener { errno } => IsolationError::System {
+                operation: e.to_string(),
+                source: std::io::Error::from_raw_os_error(errno),
+            },
             other => IsolationError::System {
                 operation: other.to_string(),
                 source: std::io::Error::other(

@@ -4,7 +4,8 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use rustix::event::{PollFd, PollFlags};
 
@@ -13,6 +14,72 @@ use crate::sys::{scm, seccomp_notify};
 
 /// The tag byte of the `SCM_RIGHTS` message that carries a context's listener.
 pub const LISTENER_TAG: u8 = b'S';
+
+/// How many supervisor-only descriptors [`SupervisorOnlyFd`] can register at once.
+const SUPERVISOR_ONLY_SLOTS: usize = 1024;
+/// The numbers of the supervisor's live handover sockets: a closure context is a glibc
+/// `fork` of the whole supervisor and inherits them, close-on-exec or not, and with one it
+/// could take another context's listener off the socket. Lock-free, so a forked child can
+/// read it.
+static SUPERVISOR_ONLY: [AtomicI32; SUPERVISOR_ONLY_SLOTS] =
+    [const { AtomicI32::new(-1) }; SUPERVISOR_ONLY_SLOTS];
+
+/// A descriptor that no *other* context may hold (both ends of a listener handover: with the
+/// supervisor's a closure could take another context's listener, with the context's it could
+/// send a false one): registered while it lives, so that [`close_in_forked_child`] closes it in a closure
+/// context forked meanwhile. Dropping it unregisters the number first, then closes it (a
+/// closure forked in between keeps a socket whose listener was received already).
+#[derive(Debug)]
+pub struct SupervisorOnlyFd {
+    fd: Option<OwnedFd>,
+    slot: Option<usize>,
+}
+
+impl SupervisorOnlyFd {
+    /// Registers `fd`. With every slot taken (more than 1024 handovers in flight) it is
+    /// kept unregistered.
+    pub fn new(fd: OwnedFd) -> SupervisorOnlyFd {
+        let raw = fd.as_raw_fd();
+        let slot = SUPERVISOR_ONLY.iter().position(|s| {
+            s.compare_exchange(-1, raw, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        SupervisorOnlyFd { fd: Some(fd), slot }
+    }
+}
+
+impl AsFd for SupervisorOnlyFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("present until dropped").as_fd()
+    }
+}
+
+impl Drop for SupervisorOnlyFd {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            SUPERVISOR_ONLY[i].store(-1, Ordering::SeqCst);
+        }
+        drop(self.fd.take());
+    }
+}
+
+/// In a closure context right after `fork` (before it opens anything): closes the
+/// supervisor's seccomp listeners of other contexts (found in `/proc/self/fd`) and every
+/// registered [`SupervisorOnlyFd`] but `keep` (this context's own end). Returns how many
+/// listeners it closed.
+///
+/// # Errors
+/// `/proc/self/fd` cannot be read.
+pub(crate) fn close_in_forked_child(keep: Option<BorrowedFd<'_>>) -> io::Result<usize> {
+    let keep = keep.map(|k| k.as_raw_fd());
+    for s in &SUPERVISOR_ONLY {
+        let fd = s.load(Ordering::SeqCst);
+        if fd >= 0 && Some(fd) != keep {
+            seccomp_notify::close_inherited(fd);
+        }
+    }
+    seccomp_notify::close_inherited_listeners()
+}
 
 /// A system call that a context's filter refused, as the kernel's notification named it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -79,7 +146,7 @@ pub struct Denial {
 /// workload before the `SIGKILL` landed, when the listener was closed right after the kill).
 #[derive(Debug)]
 pub struct ListenerWatch {
-    sock: Option<OwnedFd>,
+    sock: Option<SupervisorOnlyFd>,
     listener: Option<OwnedFd>,
     /// A denial was reported: keep the listener open, stop polling it.
     reported: bool,
@@ -88,7 +155,7 @@ pub struct ListenerWatch {
 impl ListenerWatch {
     /// Watches `sock` (non-blocking), the supervisor's end of the socket pair the context
     /// sends its listener on.
-    pub fn new(sock: OwnedFd) -> ListenerWatch {
+    pub fn new(sock: SupervisorOnlyFd) -> ListenerWatch {
         ListenerWatch {
             sock: Some(sock),
             listener: None,
@@ -103,10 +170,11 @@ impl ListenerWatch {
         if self.reported {
             return None;
         }
-        self.listener
-            .as_ref()
-            .or(self.sock.as_ref())
-            .map(|fd| fd.as_fd())
+        match (&self.listener, &self.sock) {
+            (Some(l), _) => Some(l.as_fd()),
+            (None, Some(s)) => Some(s.as_fd()),
+            (None, None) => None,
+        }
     }
 
     /// Whether the listener arrived and is still watched.
@@ -196,10 +264,25 @@ mod tests {
     }
 
     #[test]
+    fn supervisor_only_fds_are_registered_while_they_live() {
+        let (a, _b) = scm::seqpacket_pair().unwrap();
+        let raw = a.as_raw_fd();
+        let registered = || {
+            SUPERVISOR_ONLY
+                .iter()
+                .any(|s| s.load(Ordering::SeqCst) == raw)
+        };
+        let s = SupervisorOnlyFd::new(a);
+        assert!(registered());
+        drop(s);
+        assert!(!registered());
+    }
+
+    #[test]
     fn the_handover_socket_ends_at_eof_without_a_listener() {
         let (a, b) = scm::seqpacket_pair().unwrap();
         rustix::fs::fcntl_setfl(&a, rustix::fs::OFlags::NONBLOCK).unwrap();
-        let mut w = ListenerWatch::new(a);
+        let mut w = ListenerWatch::new(SupervisorOnlyFd::new(a));
         assert!(w.service().unwrap().is_none());
         assert!(w.poll_fd().is_some(), "nothing sent yet: still watching");
         drop(b);

@@ -29,7 +29,7 @@ pub(crate) const CLONE_NS_FLAGS: u64 = 0x7e02_0000;
 /// The same plus `CLONE_NEWTIME` (0x80), for `unshare`.
 pub(crate) const UNSHARE_NS_FLAGS: u64 = CLONE_NS_FLAGS | 0x80;
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`, in the `flags` argument of `seccomp(2)`.
-const NEW_LISTENER: u64 = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u64;
+const NEW_LISTENER: u64 = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
 
 /// The ordinary system calls moby's default profile allows unconditionally on x86_64 (minus
 /// what this module refuses on purpose, see the module docs).
@@ -804,7 +804,11 @@ mod tests {
         let set_filter = u64::from(libc::SECCOMP_SET_MODE_FILTER);
         for p in [Profile::Default, Profile::DenyNetwork, Profile::Strict] {
             let t = table(p);
-            for flags in [NEW_LISTENER, NEW_LISTENER | 1, NEW_LISTENER | 0xffff_0000_0000_0000] {
+            for flags in [
+                NEW_LISTENER,
+                NEW_LISTENER | 1,
+                NEW_LISTENER | 0xffff_0000_0000_0000,
+            ] {
                 let got = t.expected(x, nr, &[set_filter, flags, 0x7ffd_1000, 0, 0, 0]);
                 let want = if p == Profile::Strict {
                     Action::KillProcess

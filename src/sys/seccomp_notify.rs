@@ -114,6 +114,65 @@ pub fn recv(listener: BorrowedFd<'_>) -> io::Result<Notification> {
     }
 }
 
+/// Closes descriptor `fd` of a forked closure context that belongs to the supervisor (a
+/// number from [`crate::seccomp::notify::SupervisorOnlyFd`]'s registry), ignoring `EBADF`.
+/// Allocation-free.
+///
+/// # References
+/// close(2).
+pub fn close_inherited(fd: i32) {
+    // SAFETY: called right after fork, before the child opens anything: `fd` is either
+    // closed (EBADF, ignored) or the copy of a supervisor-only descriptor whose owner lives in
+    // another thread's copied memory, which never runs in this child; nothing here uses it.
+    unsafe { libc::close(fd) };
+}
+
+/// The `/proc/self/fd` link of a seccomp listener.
+const LISTENER_LINK: &[u8] = b"anon_inode:seccomp notify";
+
+/// Closes every seccomp listener open in this process (found by their `/proc/self/fd` links,
+/// `anon_inode:seccomp notify`) and returns how many. For a closure context's workload: a
+/// glibc `fork` copies every descriptor of the supervisor, close-on-exec or not, including the
+/// listeners of the supervisor's *other* contexts, with which the closure could answer their
+/// notifications (`CONTINUE`). The exec way needs none of this: `execve` closes them.
+///
+/// Allocates (a directory read): for a child of glibc's `fork` only, never between a raw
+/// clone and `execve`.
+///
+/// # Errors
+/// `/proc/self/fd` cannot be read (no procfs visible).
+///
+/// # References
+/// proc(5) `/proc/pid/fd`, seccomp_unotify(2).
+pub fn close_inherited_listeners() -> io::Result<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut listeners = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // The directory's own descriptor is gone by the time it is read: no link, skipped.
+        if let Ok(target) = std::fs::read_link(entry.path())
+            && target.as_os_str().as_bytes() == LISTENER_LINK
+        {
+            listeners.push(fd);
+        }
+    }
+    for &fd in &listeners {
+        // SAFETY: `fd` is open in this process (a copy of the supervisor's table made by
+        // fork) and is a seccomp listener that belongs to the supervisor's watch of another
+        // context; its owner lives in the copied memory of another thread of the parent,
+        // which never runs in this child, so nothing here uses or closes it again.
+        unsafe { libc::close(fd) };
+    }
+    Ok(listeners.len())
+}
+
 #[cfg(test)]
 mod tests {
     /// The uapi layout (`linux/seccomp.h`) that the ioctl's size encodes.
@@ -123,6 +182,6 @@ mod tests {
         assert_eq!(size_of::<libc::seccomp_notif>(), 80);
         assert_eq!(std::mem::offset_of!(libc::seccomp_notif, data), 16);
         // _IOWR('!', 0, struct seccomp_notif)
-        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_RECV as u64, 0xc050_2100);
+        assert_eq!(libc::SECCOMP_IOCTL_NOTIF_RECV, 0xc050_2100);
     }
 }

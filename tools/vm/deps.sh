@@ -21,6 +21,8 @@ static_busybox() { [[ -x $BUSYBOX ]] && ! LC_ALL=C ldd "$BUSYBOX" 2>&1 | grep -q
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v cpio >/dev/null || missing+=(cpio)
+# newuidmap/newgidmap: the rootless tests map a user's /etc/subuid range with them.
+[[ -x /usr/bin/newuidmap && -x /usr/bin/newgidmap ]] || missing+=(uidmap)
 if [[ ! -x $BUSYBOX ]]; then missing+=(busybox-static)
 elif ! static_busybox; then
     die "$BUSYBOX is dynamically linked; install busybox-static (apt-get install busybox-static)"
@@ -32,7 +34,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     had_qemu_img=$(command -v qemu-img || true)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        qemu-system-x86 busybox-static cpio >&2
+        "${missing[@]}" >&2
     static_busybox || die "$BUSYBOX is not a static busybox"
     # bookworm's qemu-system-x86 conflicts with a backported qemu-utils (apt removes it): put
     # bookworm's qemu-img back if the machine had one

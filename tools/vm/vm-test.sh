@@ -63,7 +63,8 @@ R=$STAGE/root
 mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,tests}
 cp "$BUSYBOX" "$R/bin/busybox"; ln -s busybox "$R/bin/sh"
 add_with_libs() {                             # $1 host file, $2 path inside the guest
-    mkdir -p "$(dirname "$R$2")"; cp -L "$1" "$R$2"
+    # --preserve=mode keeps a setuid bit (newuidmap's); cpio packs the files as root.
+    mkdir -p "$(dirname "$R$2")"; cp -L --preserve=mode "$1" "$R$2"
     # Debug info is most of a test binary (wasmtime's especially): 23 binaries come to 4 GB
     # with it, more than an initrd may be; without it, ~5 MB each. VM_STRIP=0 keeps it.
     if [[ ${VM_STRIP:-1} == 1 ]] && command -v strip >/dev/null; then

@@ -7,8 +7,8 @@ use nebula_memory::cgroup::{CpuMax, IoMax, Limit, format_size};
 use nebula_memory::isolation::process::profile::{self as pf, RunProfile, format_duration};
 use nebula_memory::isolation::process::registry::{EntryLimits, Registry};
 use nebula_memory::isolation::process::{
-    BindMount, Command, MemoryEnforcement, MemoryFallback, Network, Outcome, ProcessError, ProcessIsolation,
-    TmpfsMount,
+    BindMount, Command, MemoryEnforcement, MemoryFallback, Network, Outcome, ProcessError,
+    ProcessIsolation, TmpfsMount,
 };
 use nebula_memory::seccomp::Profile as Seccomp;
 use nebula_memory::violation::ViolationKind;

@@ -31,6 +31,12 @@ where
 {
     let pro = fds.prologue(Some(parent));
     let rep = pro.report;
+    // fork copied the supervisor's seccomp listeners and handover sockets of other
+    // contexts: with one, this closure could let their denied calls run. Closed first,
+    // before this child opens anything.
+    if let Err(e) = crate::seccomp::notify::close_in_forked_child(fds.listener_child_end()) {
+        sc::fail(rep, Step::Seccomp, 0, errno_of(&e));
+    }
     sc::prologue(&pro);
     sc::wait_for(pro.sync, sc::PLACED);
     let ns = iso.config.namespaces;

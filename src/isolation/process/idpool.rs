@@ -676,6 +676,75 @@ fn append_entry(path: &Path, start: u32, count: u32) -> Result<SubidEntry, IdPoo
     })
 }
 
+/// An unprivileged caller's own subordinate ids, mapped by the setuid helpers of shadow-utils
+/// (`newuidmap`, `newgidmap`) as rootless podman does: id 0 inside is the caller, ids
+/// 1..=count are the caller's `/etc/subuid` and `/etc/subgid` range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subordinate {
+    /// The caller's uid and gid (id 0 inside).
+    pub own: (u32, u32),
+    /// The first subordinate uid (uid 1 inside).
+    pub uid_start: u32,
+    /// The first subordinate gid (gid 1 inside).
+    pub gid_start: u32,
+    /// How many subordinate ids are mapped (the smaller of the two entries).
+    pub count: u32,
+    /// `newuidmap`.
+    pub newuidmap: PathBuf,
+    /// `newgidmap`.
+    pub newgidmap: PathBuf,
+}
+
+impl Subordinate {
+    /// The caller's subordinate ranges when it has one in both `/etc/subuid` and
+    /// `/etc/subgid` (by user name or numeric uid, as shadow-utils matches them) and both
+    /// helpers are installed (`/usr/bin`, `/bin`); `None` otherwise.
+    pub fn for_caller() -> Option<Subordinate> {
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_owned())
+            })
+        })?;
+        let find = |file: &str| {
+            let text = std::fs::read_to_string(file).ok()?;
+            parse_subid(&text)
+                .into_iter()
+                .find(|e| e.name == name || e.name == uid.to_string())
+                .filter(|e| e.count > 0)
+        };
+        let (u, g) = (find("/etc/subuid")?, find("/etc/subgid")?);
+        let tool = |n: &str| {
+            ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(n))
+                .find(|p| p.is_file())
+        };
+        Some(Subordinate {
+            own: (uid, gid),
+            uid_start: u.start,
+            gid_start: g.start,
+            count: u.count.min(g.count).min(u32::MAX - 1),
+            newuidmap: tool("newuidmap")?,
+            newgidmap: tool("newgidmap")?,
+        })
+    }
+
+    /// The arguments after the pid: `0 <own> 1 1 <start> <count>`.
+    pub fn map_args(&self, own: u32, start: u32) -> [String; 6] {
+        [
+            "0".into(),
+            own.to_string(),
+            "1".into(),
+            "1".into(),
+            start.to_string(),
+            self.count.to_string(),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

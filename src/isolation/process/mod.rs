@@ -518,9 +518,12 @@ impl ProcessIsolation {
             },
             Identity::Pool(pool) => IdSource::Pool(pool.declare()?),
             Identity::Auto if caller_root => IdSource::Pool(idpool::IdPool::system().declare()?),
-            Identity::Auto => IdSource::Single {
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
+            Identity::Auto => match idpool::Subordinate::for_caller() {
+                Some(sub) => IdSource::Subordinate(sub),
+                None => IdSource::Single {
+                    uid: rustix::process::geteuid().as_raw(),
+                    gid: rustix::process::getegid().as_raw(),
+                },
             },
         };
         if let IdSource::Single { uid, gid } = identity
@@ -542,14 +545,20 @@ impl ProcessIsolation {
                 "running as {u}:{g} inside needs the user namespace"
             )));
         }
-        if matches!(identity, IdSource::Single { .. })
-            && let Some((u, g)) = config.user
-            && (u != 0 || g != 0)
-        {
-            return Err(ProcessError::InvalidConfig(format!(
-                "--user {u}:{g} needs a range of ids inside, but this context maps one id (root); \
-                 Hint: as root, leave --uid out so the context gets a range of its own"
-            )));
+        if let Some((u, g)) = config.user {
+            // The highest id inside that the maps will hold.
+            let (top, why) = match &identity {
+                IdSource::Single { .. } => (0, "this context maps one id (root)"),
+                IdSource::Pool(_) => (idpool::RANGE - 1, "its range holds ids 0..=65535"),
+                IdSource::Subordinate(s) => (s.count, "the caller's /etc/subuid range ends there"),
+            };
+            if u.max(g) > top {
+                return Err(ProcessError::InvalidConfig(format!(
+                    "the user {u}:{g} inside is not mapped: {why}, so the highest id inside is \
+                     {top}; Hint: pick a smaller --user, or as root leave --uid out so the \
+                     context gets a range of its own"
+                )));
+            }
         }
         for p in config.masked_paths.iter().chain(&config.readonly_paths) {
             if !p.is_absolute() {
@@ -692,8 +701,10 @@ impl ProcessIsolation {
             root,
             rlimits,
             memory,
+            // Only a single-id map written by an unprivileged caller needs setgroups "deny"
+            // (user_namespaces(7)); newgidmap decides for the subordinate map.
+            deny_setgroups: matches!(identity, IdSource::Single { .. }) && !caller_root,
             identity,
-            deny_setgroups: !caller_root,
             mounts,
             cwd,
             hostname,
@@ -764,7 +775,8 @@ impl ProcessIsolation {
 
         let lease = self.lease_ids()?;
         let leaf = self.create_leaf()?;
-        let fds = Fds::new(&self.config, false)?.with_listener_pair(self.filter_fallback.is_some())?;
+        let fds =
+            Fds::new(&self.config, false)?.with_listener_pair(self.filter_fallback.is_some())?;
         let ns = self.config.namespaces;
         let spawned = {
             let plan = ExecPlan {
@@ -820,7 +832,8 @@ impl ProcessIsolation {
     {
         let lease = self.lease_ids()?;
         let leaf = self.create_leaf()?;
-        let fds = Fds::new(&self.config, true)?.with_listener_pair(self.filter_fallback.is_some())?;
+        let fds =
+            Fds::new(&self.config, true)?.with_listener_pair(self.filter_fallback.is_some())?;
         let me = rustix::process::getpid().as_raw_pid();
         let pid = match sc::fork() {
             Ok(None) => child::closure_child(self, &fds, me, f),
@@ -962,11 +975,19 @@ impl ProcessIsolation {
                 gid: *gid,
                 count: 1,
             },
+            (None, IdSource::Subordinate(sub)) => idpool::IdRange {
+                uid: sub.own.0,
+                gid: sub.own.1,
+                count: 1,
+            },
             (None, IdSource::Pool(_)) => unreachable!("a pool identity always has a lease"),
         }
     }
 
     fn write_id_maps(&self, pid: i32, ids: idpool::IdRange) -> Result<(), ProcessError> {
+        if let IdSource::Subordinate(sub) = &self.identity {
+            return subordinate_maps(pid, sub);
+        }
         let write = |file: &str, content: &str| {
             let path = PathBuf::from(format!("/proc/{pid}/{file}"));
             std::fs::OpenOptions::new()
@@ -994,6 +1015,38 @@ enum IdSource {
     Single { uid: u32, gid: u32 },
     /// Each context leases a range of the pool.
     Pool(idpool::DeclaredPool),
+    /// An unprivileged caller: root inside is the caller, the rest its subordinate ids.
+    Subordinate(idpool::Subordinate),
+}
+
+/// Writes a context's maps with `newuidmap`/`newgidmap` (setuid helpers that check the
+/// caller's `/etc/subuid` and `/etc/subgid` entries).
+fn subordinate_maps(pid: i32, sub: &idpool::Subordinate) -> Result<(), ProcessError> {
+    for (tool, own, start) in [
+        (&sub.newuidmap, sub.own.0, sub.uid_start),
+        (&sub.newgidmap, sub.own.1, sub.gid_start),
+    ] {
+        let args = sub.map_args(own, start);
+        let fail = |source: io::Error| ProcessError::WriteIdMap {
+            path: tool.clone(),
+            content: format!("{pid} {}", args.join(" ")),
+            source,
+        };
+        let out = std::process::Command::new(tool)
+            .arg(pid.to_string())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(fail)?;
+        if !out.status.success() {
+            return Err(fail(io::Error::other(format!(
+                "{} ({}); the caller's /etc/subuid and /etc/subgid entries must cover the range",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                out.status
+            ))));
+        }
+    }
+    Ok(())
 }
 
 fn pid_of(raw: i32) -> Pid {
@@ -1027,7 +1080,10 @@ pub(super) struct Fds {
     watch_child: std::cell::Cell<Option<OwnedFd>>,
     /// The seccomp listener's socket pair (supervisor's end, context's end), when the filter
     /// notifies.
-    listener: Option<(OwnedFd, OwnedFd)>,
+    listener: Option<(
+        crate::seccomp::notify::SupervisorOnlyFd,
+        crate::seccomp::notify::SupervisorOnlyFd,
+    )>,
 }
 
 /// The supervisor's ends, after the child was created.
@@ -1038,7 +1094,7 @@ struct ParentFds {
     err: Option<OwnedFd>,
     result: Option<OwnedFd>,
     watch: Option<OwnedFd>,
-    listener: Option<OwnedFd>,
+    listener: Option<crate::seccomp::notify::SupervisorOnlyFd>,
 }
 
 fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
@@ -1176,9 +1232,17 @@ impl Fds {
             };
             let (p, c) = crate::sys::scm::seqpacket_pair().map_err(e)?;
             rustix::fs::fcntl_setfl(&p, OFlags::NONBLOCK).map_err(|x| e(x.into()))?;
-            self.listener = Some((p, c));
+            self.listener = Some((
+                crate::seccomp::notify::SupervisorOnlyFd::new(p),
+                crate::seccomp::notify::SupervisorOnlyFd::new(c),
+            ));
         }
         Ok(self)
+    }
+
+    /// The context's end of the listener handover, which a closure context keeps.
+    fn listener_child_end(&self) -> Option<BorrowedFd<'_>> {
+        self.listener.as_ref().map(|p| p.1.as_fd())
     }
 
     /// Where the workload sends its seccomp listener, with the fallback filter.
@@ -1780,11 +1844,7 @@ fn privilege_error(step: Step, detail: i32, errno: i32) -> io::Error {
 
 /// The violations of a context that ended; `denied_thread` is the thread a seccomp
 /// notification named (the supervisor's pid namespace).
-fn violations(
-    o: &Outcome,
-    cfg: &ProcessConfig,
-    denied_thread: Option<u32>,
-) -> Vec<ViolationInfo> {
+fn violations(o: &Outcome, cfg: &ProcessConfig, denied_thread: Option<u32>) -> Vec<ViolationInfo> {
     let v = |kind| ViolationInfo {
         address: None,
         kind,

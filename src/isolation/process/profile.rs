@@ -276,7 +276,9 @@ pub fn parse_memory_fallback(s: &str) -> Result<MemoryFallback, ValueError> {
     match s.trim() {
         "refuse" => Ok(MemoryFallback::Refuse),
         "rlimit-as" => Ok(MemoryFallback::RlimitAs),
-        o => Err(verr(format!("{o:?} is neither \"refuse\" nor \"rlimit-as\""))),
+        o => Err(verr(format!(
+            "{o:?} is neither \"refuse\" nor \"rlimit-as\""
+        ))),
     }
 }
 

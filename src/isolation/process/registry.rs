@@ -914,16 +914,18 @@ impl Registry {
             };
             let parsed = serde_json::from_slice::<Entry>(&bytes).ok();
             match parsed {
-                Some(mut e) if e.is_alive() => {
-                    // The supervisor wrote the file: it runs as the file's owner.
-                    if proc_uids(e.supervisor).is_some_and(|(real, _)| real == uid) {
-                        e.owner = uid;
-                        out.push(e);
-                    }
+                // The supervisor wrote the file: it runs as the file's owner (an entry
+                // naming another user's process is skipped).
+                Some(mut e)
+                    if e.is_alive()
+                        && proc_uids(e.supervisor).is_some_and(|(real, _)| real == uid) =>
+                {
+                    e.owner = uid;
+                    out.push(e);
                 }
                 // A dead entry: its supervisor did not get to clean up (it was killed), so
                 // its cgroup leaf may be left too.
-                Some(e) if clean => {
+                Some(e) if clean && !e.is_alive() => {
                     let _ = std::fs::remove_file(&path);
                     if let Some(cg) = &e.cgroup {
                         remove_stale_leaf(cg);
@@ -1298,6 +1300,59 @@ mod tests {
         assert!(reg.entries().unwrap().is_empty());
         assert!(matches!(reg.find("me"), Err(RegistryError::NotFound(_))));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_entry_tolerates_missing_and_unknown_fields() {
+        let e: Entry =
+            serde_json::from_str(r#"{"id":"0123456789ab","pid":7,"a_future_field":{"x":1}}"#)
+                .unwrap();
+        assert_eq!((e.id.as_str(), e.pid, e.owner), ("0123456789ab", 7, 0));
+        assert!(e.command.is_empty() && e.ids.is_none());
+    }
+
+    #[test]
+    fn a_private_registry_must_be_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            return; // chown needs root
+        }
+        let dir = tempdir("c");
+        let private = |owner| Registry {
+            dir: dir.clone(),
+            owner,
+            kind: DirKind::Private,
+        };
+        let reason = |r: Result<bool, RegistryError>| match r {
+            Err(RegistryError::UnsafeDir { reason, .. }) => reason,
+            other => panic!("expected UnsafeDir, got {other:?}"),
+        };
+        // Missing: created 0700 for its owner.
+        assert!(!private(0).check_dir().unwrap());
+        private(0).ensure_dir().unwrap();
+        let mode = |d: &Path| std::fs::metadata(d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        // Someone else's directory.
+        assert!(reason(private(4242).check_dir()).contains("owned by uid 0, not by uid 4242"));
+        // Its owner's, but open to others.
+        std::os::unix::fs::chown(&dir, Some(4242), None).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(reason(private(4242).check_dir()).contains("mode 0755"));
+        // A symbolic link, even to a good directory.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(private(4242).check_dir().unwrap());
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let via_link = Registry {
+            dir: link.clone(),
+            owner: 4242,
+            kind: DirKind::Private,
+        };
+        assert!(reason(via_link.check_dir()).contains("symbolic link"));
+        assert!(via_link.entries().is_err());
+        std::fs::remove_file(&link).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

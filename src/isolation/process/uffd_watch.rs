@@ -50,8 +50,8 @@ const TAG_UFFD: u8 = b'U';
 pub enum WatchError {
     /// [`watch`] was called outside a context started with `watch_regions`.
     #[error(
-        "this process is not a watched context: start the closure with \
-         ProcessConfig::watch_regions(true)"
+        "this process is not a watched context: start the closure with region watching \
+         on (the watch_regions setting of the process configuration)"
     )]
     NotWatched,
     /// The context could not open its userfaultfd at start-up.
