@@ -438,8 +438,11 @@ fn every_flag_has_a_toml_twin() {
     let scratch = d.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
     // Root inside is an unprivileged host uid of the context's own range: let it write.
-    std::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .unwrap();
+    std::fs::set_permissions(
+        &scratch,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     for (mode, writable) in [(":ro", false), ("", true)] {
         let spec = format!("{}:{}{mode}", scratch.display(), mount_point());
         let touch = format!("touch {}/x", mount_point());

@@ -99,7 +99,11 @@ fn root_inside_maps_to_the_caller_or_a_chosen_id() {
     // (config, the host uid root inside maps to (None: a range of the pool), count)
     let default_count = if common::is_root() { 65536 } else { 1 };
     for (cfg, chosen, count) in [
-        (captured(), (!common::is_root()).then_some(me), default_count),
+        (
+            captured(),
+            (!common::is_root()).then_some(me),
+            default_count,
+        ),
         (captured().root_maps_to(1000, 1000), Some(1000), 1),
     ] {
         let iso = iso(cfg);
@@ -112,7 +116,10 @@ fn root_inside_maps_to_the_caller_or_a_chosen_id() {
         if let Some(c) = chosen {
             assert_eq!(outside, c);
         } else {
-            assert_ne!(outside, 0, "root's contexts get a range of their own, not host root");
+            assert_ne!(
+                outside, 0,
+                "root's contexts get a range of their own, not host root"
+            );
         }
         let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
         let fields: Vec<&str> = map.split_whitespace().collect();

@@ -48,10 +48,15 @@ impl SubidEntry {
                 .into_iter()
                 .chain(parse_subid(&text("/etc/subgid")))
                 .collect();
-            let start = idpool::free_start(&all, 0x4000_0000, 65536).expect("room for a test range");
+            let start =
+                idpool::free_start(&all, 0x4000_0000, 65536).expect("room for a test range");
             let line = format!("nobody:{start}:65536\n");
             for f in ["/etc/subuid", "/etc/subgid"] {
-                let mut fh = std::fs::OpenOptions::new().append(true).create(true).open(f).unwrap();
+                let mut fh = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(f)
+                    .unwrap();
                 fh.write_all(line.as_bytes()).unwrap();
             }
             SubidEntry { line }
@@ -90,7 +95,10 @@ fn nobody_ctl(bin: &Path, args: &[&str]) -> std::process::Output {
     cmd.args(args)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
-        .env("NEBULA_RUN_DIR", format!("/tmp/nebula-subuid-test-{}", std::process::id()))
+        .env(
+            "NEBULA_RUN_DIR",
+            format!("/tmp/nebula-subuid-test-{}", std::process::id()),
+        )
         .uid(NOBODY)
         .gid(NOBODY)
         .current_dir("/")
@@ -107,15 +115,18 @@ fn a_user_with_a_subuid_range_gets_it_mapped() {
             "needs user namespaces",
         )
         || !common::require(
-            tools.iter().all(|t| {
-                std::fs::metadata(t).is_ok_and(|m| m.permissions().mode() & 0o4000 != 0)
-            }),
+            tools
+                .iter()
+                .all(|t| std::fs::metadata(t).is_ok_and(|m| m.permissions().mode() & 0o4000 != 0)),
             "needs setuid newuidmap and newgidmap (Debian package uidmap)",
         )
     {
         return;
     }
-    let dir = TempDir(PathBuf::from(format!("/var/tmp/nebula-subuid-{}", std::process::id())));
+    let dir = TempDir(PathBuf::from(format!(
+        "/var/tmp/nebula-subuid-{}",
+        std::process::id()
+    )));
     std::fs::create_dir_all(&dir.0).unwrap();
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = dir.0.join("nebula-ctl");
@@ -128,14 +139,25 @@ fn a_user_with_a_subuid_range_gets_it_mapped() {
     // Without an entry: the user's own id, one id.
     let out = nobody_ctl(&bin, &["run", "--", "cat", "/proc/self/uid_map"]);
     assert!(out.status.success(), "{out:?}");
-    let map = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    let map = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert_eq!(map, "0 65534 1");
 
     let entry = SubidEntry::add();
     let start = entry.start();
     let out = nobody_ctl(
         &bin,
-        &["run", "--user", "1000:1000", "--", "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g"],
+        &[
+            "run",
+            "--user",
+            "1000:1000",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -160,6 +182,9 @@ fn a_user_with_a_subuid_range_gets_it_mapped() {
     let out = nobody_ctl(&bin, &["run", "--user", "70000", "--", "true"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not mapped") && err.contains("--user"), "{err}");
+    assert!(
+        err.contains("not mapped") && err.contains("--user"),
+        "{err}"
+    );
     drop(entry);
 }

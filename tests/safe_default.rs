@@ -143,12 +143,7 @@ fn root_inside_is_an_unprivileged_range_of_its_own() {
     // The leases are recorded while the contexts live, and returned when they end.
     let pool = IdPool::system();
     let declared = pool.declare().unwrap();
-    let held = |r: IdRange| {
-        pool.leases(&declared)
-            .unwrap()
-            .iter()
-            .any(|l| l.range == r)
-    };
+    let held = |r: IdRange| pool.leases(&declared).unwrap().iter().any(|l| l.range == r);
     let (ra, rb) = (a.host_ids(), b.host_ids());
     assert!(held(ra) && held(rb));
     drop(a);
@@ -170,14 +165,20 @@ fn a_host_sysctl_cannot_be_written() {
     assert_eq!(inside(config(), write), Err(libc::EACCES));
     if Path::new("/proc/sysrq-trigger").exists() {
         assert_eq!(
-            inside(config(), || open_answer("/proc/sysrq-trigger", libc::O_WRONLY)),
+            inside(config(), || open_answer(
+                "/proc/sysrq-trigger",
+                libc::O_WRONLY
+            )),
             Err(libc::EACCES)
         );
     }
     // With that layer removed (host root, on request), /proc/sys is still read-only
     // (runc's readonlyPaths).
     assert_eq!(inside(config().root_maps_to(0, 0), write), Err(libc::EROFS));
-    assert_eq!(std::fs::read("/proc/sys/kernel/core_pattern").unwrap(), before);
+    assert_eq!(
+        std::fs::read("/proc/sys/kernel/core_pattern").unwrap(),
+        before
+    );
 }
 
 #[test]
@@ -203,7 +204,13 @@ fn a_root_only_host_file_cannot_be_read() {
     }
     // On request (host root), the same read succeeds: the default is what refuses it.
     let s = secret.clone();
-    assert!(inside(config().root_maps_to(0, 0), move || open_answer(&s, libc::O_RDONLY)).is_ok());
+    assert!(
+        inside(config().root_maps_to(0, 0), move || open_answer(
+            &s,
+            libc::O_RDONLY
+        ))
+        .is_ok()
+    );
 }
 
 #[test]
@@ -233,7 +240,11 @@ fn another_live_contexts_file_in_a_shared_bind_is_out_of_reach() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let meta = std::fs::metadata(&host_file).unwrap();
-    assert_eq!(meta.uid(), a.host_ids().uid, "the file belongs to A's range");
+    assert_eq!(
+        meta.uid(),
+        a.host_ids().uid,
+        "the file belongs to A's range"
+    );
     assert_eq!(meta.mode() & 0o777, 0o600);
     // Context B, alive at the same time, with its own range.
     let a_path = format!("{mnt}/a");
@@ -315,7 +326,10 @@ fn a_setuid_binary_gives_a_user_inside_nothing() {
     let text = out.stdout_text();
     assert!(out.status.success(), "{out:?}");
     assert!(text.starts_with("uid=1000"), "{text}");
-    assert!(!text.contains("euid="), "the setuid bit raised nothing: {text}");
+    assert!(
+        !text.contains("euid="),
+        "the setuid bit raised nothing: {text}"
+    );
     // And the user inside really is 1000, mapped to its range's id 1000 outside.
     let iso = ProcessIsolation::new(config().user(1000, 1000)).unwrap();
     let out = iso
@@ -324,7 +338,10 @@ fn a_setuid_binary_gives_a_user_inside_nothing() {
     let t = out.stdout_text();
     let l: Vec<&str> = t.lines().collect();
     assert_eq!(&l[..2], ["1000", "1000"], "{t}");
-    let map: Vec<u32> = l[2].split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let map: Vec<u32> = l[2]
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!((map[0], map[2]), (0, 65536), "{t}");
     assert_ne!(map[1], 0, "{t}");
 }
@@ -352,7 +369,10 @@ fn masked_paths_read_as_empty() {
             std::fs::read(p).is_ok_and(|b| !b.is_empty())
         }
     });
-    assert!(host_has_content, "none of {present:?} has content on the host");
+    assert!(
+        host_has_content,
+        "none of {present:?} has content on the host"
+    );
     let paths: Vec<String> = present.iter().map(|s| s.to_string()).collect();
     let seen: Vec<(String, Result<usize, i32>)> = inside(config(), move || {
         paths
@@ -432,7 +452,10 @@ fn a_lease_left_by_a_killed_supervisor_is_reclaimed_by_the_next_command() {
         {
             break l.range;
         }
-        assert!(Instant::now() < deadline, "the supervisor never leased a range");
+        assert!(
+            Instant::now() < deadline,
+            "the supervisor never leased a range"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     // Wait until the context runs with its ids, then kill the supervisor outright.
@@ -445,16 +468,25 @@ fn a_lease_left_by_a_killed_supervisor_is_reclaimed_by_the_next_command() {
     // The context dies with its supervisor (PR_SET_PDEATHSIG)...
     let deadline = Instant::now() + Duration::from_secs(20);
     while nebula_memory::isolation::process::idpool::range_in_use(&range) {
-        assert!(Instant::now() < deadline, "the context outlived its supervisor");
+        assert!(
+            Instant::now() < deadline,
+            "the context outlived its supervisor"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // ...but its lease is still recorded: nobody released it.
     let d = pool.declared().unwrap().unwrap();
     let left = pool.leases(&d).unwrap();
-    let l = left.iter().find(|l| l.range == range).expect("the lease is left behind");
+    let l = left
+        .iter()
+        .find(|l| l.range == range)
+        .expect("the lease is left behind");
     assert!(!l.locked, "no live supervisor holds it");
     // The next nebula-ctl command reclaims it.
-    let out = std::process::Command::new(ctl).arg("list").output().unwrap();
+    let out = std::process::Command::new(ctl)
+        .arg("list")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
         !pool.leases(&d).unwrap().iter().any(|l| l.range == range),

@@ -736,7 +736,7 @@ pub enum SeccompError {
     #[error(
         "seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER) failed with errno {errno}{}",
         match *errno {
-            libc::EBUSY => "; Hint: a filter with a listener is installed already (one per thread); run the context with --seccomp none inside another sandbox's notifier",
+            libc::EBUSY => "; Hint: a filter with a listener is in this thread's chain already (one per chain); process contexts install the plain filter then",
             libc::EINVAL => "; Hint: the kernel lacks seccomp user notification (Linux 5.0); nebula-ctl probe lists the actions it has",
             _ => "",
         }

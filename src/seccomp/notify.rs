@@ -26,8 +26,8 @@ static SUPERVISOR_ONLY: [AtomicI32; SUPERVISOR_ONLY_SLOTS] =
 
 /// A descriptor that no *other* context may hold (both ends of a listener handover: with the
 /// supervisor's a closure could take another context's listener, with the context's it could
-/// send a false one): registered while it lives, so that [`close_in_forked_child`] closes it in a closure
-/// context forked meanwhile. Dropping it unregisters the number first, then closes it (a
+/// send a false one): registered while it lives, so that a closure context forked meanwhile
+/// closes it first thing. Dropping it unregisters the number first, then closes it (a
 /// closure forked in between keeps a socket whose listener was received already).
 #[derive(Debug)]
 pub struct SupervisorOnlyFd {

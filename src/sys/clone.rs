@@ -27,8 +27,9 @@
 //! write(sync, 'G') ----------------------> setresgid/setresuid(0), setgroups(0)
 //!                                          sethostname, mounts, lo up
 //!                                          fork -> workload: stdio, signals, rlimits,
-//!                                                  privileges (no_new_privs, caps, seccomp),
-//!                                                  chdir, execve
+//!                                                  chdir, privileges (no_new_privs, caps,
+//! recvmsg(listener) <---- SCM_RIGHTS -----         Landlock, seccomp with a listener),
+//!                                                  execve
 //!                                          reap every child; when the workload is reaped,
 //! read(report) <-------------------------- write its wait status, _exit(0)
 //! poll(pidfd), wait4                       (the kernel kills what is left in the namespace)
@@ -552,7 +553,9 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
     {
         return Err((Step::Capabilities, e.encode().unwrap_or(libc::EIO as u64)));
     }
-    if p.caps.is_some_and(|c| c.target_uid().is_some() || c.target_gid().is_some()) {
+    if p.caps
+        .is_some_and(|c| c.target_uid().is_some() || c.target_gid().is_some())
+    {
         // The uid change cleared the parent-death signal (see rearm_death_signal); it matters
         // when the workload is the context's top process (no pid namespace).
         // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.

@@ -254,7 +254,8 @@ pub fn apply(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
                 const ATTRS: u64 = (linux_raw_sys::general::MOUNT_ATTR_RDONLY
                     | linux_raw_sys::general::MOUNT_ATTR_NOSUID
                     | linux_raw_sys::general::MOUNT_ATTR_NODEV
-                    | linux_raw_sys::general::MOUNT_ATTR_NOEXEC) as u64;
+                    | linux_raw_sys::general::MOUNT_ATTR_NOEXEC)
+                    as u64;
                 match mount(
                     Some(target),
                     target,

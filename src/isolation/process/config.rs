@@ -456,10 +456,7 @@ impl ProcessConfig {
     }
 
     /// Replaces the read-only paths (OCI `readonlyPaths`).
-    pub fn readonly_paths<I: IntoIterator<Item = P>, P: Into<PathBuf>>(
-        mut self,
-        paths: I,
-    ) -> Self {
+    pub fn readonly_paths<I: IntoIterator<Item = P>, P: Into<PathBuf>>(mut self, paths: I) -> Self {
         self.readonly_paths = paths.into_iter().map(Into::into).collect();
         self
     }

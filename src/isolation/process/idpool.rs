@@ -159,7 +159,9 @@ pub enum IdPoolError {
         source: io::Error,
     },
     /// Every range is leased by a live context.
-    #[error("all {slots} id ranges of nebula's pool are leased by live contexts; Hint: end a context, or enlarge the \"{POOL_NAME}\" entry of /etc/subuid and /etc/subgid ({RANGE} ids per context)")]
+    #[error(
+        "all {slots} id ranges of nebula's pool are leased by live contexts; Hint: end a context, or enlarge the \"{POOL_NAME}\" entry of /etc/subuid and /etc/subgid ({RANGE} ids per context)"
+    )]
     Exhausted {
         /// The number of ranges.
         slots: u32,
@@ -190,7 +192,9 @@ pub fn parse_subid(text: &str) -> Vec<SubidEntry> {
             let name = f.next()?.to_owned();
             let start = f.next()?.trim().parse().ok()?;
             let count = f.next()?.trim().parse().ok()?;
-            f.next().is_none().then_some(SubidEntry { name, start, count })
+            f.next()
+                .is_none()
+                .then_some(SubidEntry { name, start, count })
         })
         .collect()
 }
@@ -620,7 +624,11 @@ pub fn range_in_use(range: &IdRange) -> bool {
         return true;
     };
     rd.flatten()
-        .filter(|d| d.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter(|d| {
+            d.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
         .filter_map(|d| std::fs::read_to_string(d.path().join("status")).ok())
         .any(|s| {
             s.lines()
@@ -766,7 +774,10 @@ mod tests {
         assert_eq!(s, DEFAULT_START + RANGE);
         assert_eq!(s % RANGE, 0);
         // An entry that fills everything up to the ceiling leaves no room.
-        let full = parse_subid(&format!("a:{DEFAULT_START}:{}\n", CEILING as u32 - DEFAULT_START));
+        let full = parse_subid(&format!(
+            "a:{DEFAULT_START}:{}\n",
+            CEILING as u32 - DEFAULT_START
+        ));
         assert_eq!(free_start(&full, DEFAULT_START, c), None);
     }
 

@@ -143,6 +143,15 @@
 //! [`ProcessIsolation::new`], installed on the single-threaded workload). All are applied by
 //! allocation-free child-side calls. pid 1 keeps its privileges in the user namespace (it only
 //! waits) but is non-dumpable, so the workload cannot ptrace it.
+//!
+//! Where the kernel has seccomp user notification the filter's kills notify the supervisor
+//! instead ([`crate::seccomp::Profile::compile_notifying`]): the workload installs it with a
+//! listener, sends the listener over a socket pair made before the clone and closes its own
+//! copies; [`Running::wait`] polls the listener with the context's other descriptors, and on
+//! a notification kills the context and reports the call in [`Outcome::denied_syscall`] (the
+//! design and its caveats are in [`crate::seccomp`]'s docs). A closure context, a `fork` of
+//! the whole supervisor, first closes the listeners and handover sockets of the supervisor's
+//! other contexts that the fork copied.
 
 mod child;
 mod config;
@@ -154,10 +163,9 @@ pub mod uffd_watch;
 
 pub use config::MemoryPressureWatch;
 pub use config::{
-    BindMount, CgroupUse, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEFAULT_TMP_SIZE,
-    Identity, Limits, MemoryFallback, Namespaces, Network,
-    ProcessConfig, RLIM_INFINITY, Resource, RlimitSetting, Stdio, Sysfs, TmpfsMount,
-    ViolationCallback,
+    BindMount, CgroupUse, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEFAULT_TMP_SIZE, Identity,
+    Limits, MemoryFallback, Namespaces, Network, ProcessConfig, RLIM_INFINITY, Resource,
+    RlimitSetting, Stdio, Sysfs, TmpfsMount, ViolationCallback,
 };
 pub use idpool::{IdLease, IdPool, IdPoolError, IdRange};
 pub use outcome::{ClosureError, ExitStatus, MemoryEnforcement, Outcome, ProcessError};
