@@ -44,7 +44,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -256,7 +256,7 @@ impl Userfaultfd {
     /// # Errors
     /// The `read` errno.
     pub fn read_event(&self) -> io::Result<Option<Event>> {
-        Ok(raw::read_msg(&self.fd)?.map(|m| match m {
+        Ok(raw::read_msg(self.fd.as_fd())?.map(|m| match m {
             raw::Msg::PageFault {
                 flags,
                 address,

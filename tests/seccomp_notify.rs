@@ -211,6 +211,7 @@ fn the_workload_holds_no_listener_and_no_handover_socket() {
     // execve closes them; other contexts may be alive in this process (libtest runs tests
     // in parallel), with their listeners and handover sockets.
     let i = iso(Profile::Default);
+    let before = fd_links();
     let fds = std::thread::scope(|scope| {
         // One context whose listener the supervisor holds (waited for in another thread),
         // one whose handover socket still holds it (not waited for yet).
@@ -226,6 +227,18 @@ fn the_workload_holds_no_listener_and_no_handover_socket() {
     });
     assert!(!fds.is_empty());
     assert!(!holds_a_listener_or_handover(&fds), "{fds:?}");
+    // Nor the id lease files of the other two contexts (read-write, locked by the
+    // supervisor): the closure closed them too.
+    assert!(!fds.iter().any(|l| l.contains("nebula/ids/")), "{fds:?}");
+    // Nor their pipes (their output, reports and release) or pidfds: what is left of the
+    // pipes the test process did not hold before is at most this context's own five (sync,
+    // report, stdout, stderr, result).
+    let pipes: std::collections::BTreeSet<&String> = fds
+        .iter()
+        .filter(|l| l.starts_with("pipe:") && !before.contains(l))
+        .collect();
+    assert!(pipes.len() <= 5, "{fds:?}");
+    assert!(!fds.iter().any(|l| l.contains("[pidfd]")), "{fds:?}");
     // Control: the check sees a listener and a SEQPACKET socket where there are some (a
     // context without a filter may take a listener of its own).
     let control = iso(Profile::None)

@@ -45,6 +45,51 @@ impl CgroupDir {
         })
     }
 
+    /// Opens a cgroup directory named by someone nebula does not trust (a registry entry
+    /// that its user wrote): no symlink and no `/proc` magic link is followed on the way
+    /// (`openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`), and the directory reached
+    /// must be on cgroup2 (`fstatfs` of the fd, so nothing can be swapped in after the
+    /// check). A cgroup2 directory holds only the kernel's interface files and child
+    /// cgroups: files opened under it are the kernel's, not a FIFO or `/etc/shadow`.
+    pub(crate) fn open_untrusted(path: &Path) -> Result<Self, CgroupError> {
+        use rustix::fs::ResolveFlags;
+        let open_err = |e: Errno| CgroupError::OpenDir {
+            path: path.to_owned(),
+            source: e.into(),
+        };
+        if !path.is_absolute() {
+            return Err(open_err(Errno::INVAL));
+        }
+        let fd = rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            DIR_FLAGS,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(open_err)?;
+        let st = rustix::fs::fstatfs(&fd).map_err(|e| CgroupError::Statfs {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        let found = (st.f_type as u64) & 0xffff_ffff;
+        if found != super::CGROUP2_SUPER_MAGIC {
+            return Err(CgroupError::NotCgroup2 {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        Ok(CgroupDir {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The uid that owns the directory (`fstat` of the fd).
+    pub(crate) fn owner(&self) -> io::Result<u32> {
+        Ok(rustix::fs::fstat(&self.fd)?.st_uid)
+    }
+
     /// Opens the child directory `name` of this one.
     pub(crate) fn open_child(&self, name: &str) -> Result<Self, CgroupError> {
         let path = self.path.join(name);
@@ -68,14 +113,26 @@ impl CgroupDir {
         self.path.join(file)
     }
 
-    /// Opens an interface file of this directory.
+    /// Opens an interface file of this directory: never through a symlink, never blocking
+    /// in `open` (a FIFO where a cgroup file should be would otherwise hang the caller).
     pub(crate) fn open_file(&self, file: &str, flags: OFlags) -> io::Result<OwnedFd> {
         Ok(openat(
             &self.fd,
             file,
-            flags | OFlags::CLOEXEC | OFlags::NOCTTY,
+            flags | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
             Mode::empty(),
         )?)
+    }
+
+    /// The uid that owns interface file `file` (`fstat` of an `O_PATH` fd on it).
+    pub(crate) fn file_owner(&self, file: &str) -> io::Result<u32> {
+        let fd = openat(
+            &self.fd,
+            file,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(rustix::fs::fstat(&fd)?.st_uid)
     }
 
     /// Reads a whole interface file; the raw `io::Error` so callers can tell `ENOENT` apart.
@@ -99,7 +156,13 @@ impl CgroupDir {
     }
 }
 
-/// Reads a kernfs file from offset 0 to its end.
+/// The most [`read_from_start`] reads: far above any interface file (`cgroup.procs` of
+/// 100,000 processes is about 700 KiB), and a bound on what a file that never ends (a
+/// `/dev/zero` where a cgroup file should be) can cost.
+pub(crate) const MAX_FILE_LEN: usize = 4 << 20;
+
+/// Reads a kernfs file from offset 0 to its end, at most [`MAX_FILE_LEN`] bytes (`EFBIG`
+/// beyond).
 pub(crate) fn read_from_start(fd: &OwnedFd) -> io::Result<String> {
     retry_intr(|| seek(fd, SeekFrom::Start(0)))?;
     let mut out = Vec::with_capacity(256);
@@ -108,6 +171,9 @@ pub(crate) fn read_from_start(fd: &OwnedFd) -> io::Result<String> {
         let n = retry_intr(|| rustix::io::read(fd, &mut buf[..]))?;
         if n == 0 {
             break;
+        }
+        if out.len() + n > MAX_FILE_LEN {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
         }
         out.extend_from_slice(&buf[..n]);
     }

@@ -61,6 +61,52 @@ impl Leaf {
         }
     }
 
+    /// Opens, without owning it, the cgroup at `path` that a less trusted party named (the
+    /// admin registry reading a user's entry as root): no symlink or magic link is followed,
+    /// the parent and the leaf must both be cgroup2 directories, and every file is opened
+    /// under the leaf's fd with `O_NOFOLLOW | O_NONBLOCK` and read up to a bound. Dropping
+    /// it leaves the cgroup alone; [`Leaf::remove`] removes it only when it is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`CgroupError::InvalidName`] for a path without a parent and a valid last component;
+    /// [`CgroupError::OpenDir`] (`ELOOP` for a symlink on the way),
+    /// [`CgroupError::NotCgroup2`], [`CgroupError::Statfs`].
+    pub fn open_recorded(path: &Path) -> Result<Leaf, CgroupError> {
+        let name =
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| CgroupError::InvalidName {
+                    name: path.display().to_string(),
+                    reason: "a recorded cgroup must be an absolute path ending in a cgroup name",
+                })?;
+        super::fs::validate_name(name)?;
+        let parent_path = path.parent().unwrap_or(Path::new("/"));
+        let parent = CgroupDir::open_untrusted(parent_path)?;
+        let dir = CgroupDir::open_untrusted(&parent_path.join(name))?;
+        Ok(Leaf::new(dir, name.to_owned(), Arc::new(parent), false))
+    }
+
+    /// The uid that owns the leaf's directory and the uid that owns its `cgroup.kill` (a
+    /// delegated cgroup is chowned to its user, both the directory and the files it may
+    /// write).
+    ///
+    /// # Errors
+    ///
+    /// [`CgroupError::Read`] when `fstat` fails.
+    pub fn owners(&self) -> Result<(u32, u32), CgroupError> {
+        let err = |file: &str, source| CgroupError::Read {
+            path: self.dir.file_path(file),
+            source,
+        };
+        let dir = self.dir.owner().map_err(|e| err("", e))?;
+        let kill = self
+            .dir
+            .file_owner("cgroup.kill")
+            .map_err(|e| err("cgroup.kill", e))?;
+        Ok((dir, kill))
+    }
+
     /// The leaf's name (its directory name under the root).
     pub fn name(&self) -> &str {
         &self.name

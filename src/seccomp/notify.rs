@@ -15,8 +15,12 @@ use crate::sys::{scm, seccomp_notify};
 /// The tag byte of the `SCM_RIGHTS` message that carries a context's listener.
 pub const LISTENER_TAG: u8 = b'S';
 
-/// How many supervisor-only descriptors [`SupervisorOnlyFd`] can register at once.
-const SUPERVISOR_ONLY_SLOTS: usize = 1024;
+/// How many supervisor-only descriptors [`SupervisorOnlyMark`] can register at once (about
+/// ten per live context).
+const SUPERVISOR_ONLY_SLOTS: usize = 16 * 1024;
+/// Where the next registration starts looking for a free slot (so a registration costs
+/// O(1) while the table is not nearly full).
+static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// The numbers of the supervisor's live handover sockets: a closure context is a glibc
 /// `fork` of the whole supervisor and inherits them, close-on-exec or not, and with one it
 /// could take another context's listener off the socket. Lock-free, so a forked child can
@@ -24,57 +28,83 @@ const SUPERVISOR_ONLY_SLOTS: usize = 1024;
 static SUPERVISOR_ONLY: [AtomicI32; SUPERVISOR_ONLY_SLOTS] =
     [const { AtomicI32::new(-1) }; SUPERVISOR_ONLY_SLOTS];
 
-/// A descriptor that no *other* context may hold (both ends of a listener handover: with the
-/// supervisor's a closure could take another context's listener, with the context's it could
-/// send a false one): registered while it lives, so that a closure context forked meanwhile
-/// closes it first thing. Dropping it unregisters the number first, then closes it (a
-/// closure forked in between keeps a socket whose listener was received already).
+/// The registration of a descriptor that no *other* context may hold, while it lives: a
+/// closure context forked meanwhile closes every registered number but its own first thing
+/// (`close_in_forked_child`). Dropping it unregisters the number; drop it before the
+/// descriptor is closed (declare it before the fd in a struct: fields drop in order), so a
+/// closure never closes a number that was reused.
 #[derive(Debug)]
-pub struct SupervisorOnlyFd {
-    fd: Option<OwnedFd>,
+pub struct SupervisorOnlyMark {
     slot: Option<usize>,
 }
 
-impl SupervisorOnlyFd {
-    /// Registers `fd`. With every slot taken (more than 1024 handovers in flight) it is
+impl SupervisorOnlyMark {
+    /// Registers `fd`'s number. With every slot taken (more than 1024 in flight) it is
     /// kept unregistered.
-    pub fn new(fd: OwnedFd) -> SupervisorOnlyFd {
+    pub fn new(fd: BorrowedFd<'_>) -> SupervisorOnlyMark {
         let raw = fd.as_raw_fd();
-        let slot = SUPERVISOR_ONLY.iter().position(|s| {
-            s.compare_exchange(-1, raw, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        });
-        SupervisorOnlyFd { fd: Some(fd), slot }
+        let start = NEXT_SLOT.load(Ordering::Relaxed);
+        let slot = (0..SUPERVISOR_ONLY_SLOTS)
+            .map(|i| (start + i) % SUPERVISOR_ONLY_SLOTS)
+            .find(|&i| {
+                SUPERVISOR_ONLY[i]
+                    .compare_exchange(-1, raw, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            });
+        if let Some(i) = slot {
+            NEXT_SLOT.store((i + 1) % SUPERVISOR_ONLY_SLOTS, Ordering::Relaxed);
+        }
+        SupervisorOnlyMark { slot }
+    }
+}
+
+impl Drop for SupervisorOnlyMark {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            SUPERVISOR_ONLY[i].store(-1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A descriptor that no *other* context may hold (both ends of a listener handover: with the
+/// supervisor's a closure could take another context's listener, with the context's it could
+/// send a false one), registered while it lives ([`SupervisorOnlyMark`]). Dropping it
+/// unregisters the number first, then closes it (a closure forked in between keeps a socket
+/// whose listener was received already).
+#[derive(Debug)]
+pub struct SupervisorOnlyFd {
+    // Field order is drop order: the mark goes before the fd is closed.
+    _mark: SupervisorOnlyMark,
+    fd: OwnedFd,
+}
+
+impl SupervisorOnlyFd {
+    /// Registers `fd`.
+    pub fn new(fd: OwnedFd) -> SupervisorOnlyFd {
+        SupervisorOnlyFd {
+            _mark: SupervisorOnlyMark::new(fd.as_fd()),
+            fd,
+        }
     }
 }
 
 impl AsFd for SupervisorOnlyFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_ref().expect("present until dropped").as_fd()
-    }
-}
-
-impl Drop for SupervisorOnlyFd {
-    fn drop(&mut self) {
-        if let Some(i) = self.slot {
-            SUPERVISOR_ONLY[i].store(-1, Ordering::SeqCst);
-        }
-        drop(self.fd.take());
+        self.fd.as_fd()
     }
 }
 
 /// In a closure context right after `fork` (before it opens anything): closes the
 /// supervisor's seccomp listeners of other contexts (found in `/proc/self/fd`) and every
-/// registered [`SupervisorOnlyFd`] but `keep` (this context's own end). Returns how many
-/// listeners it closed.
+/// registered [`SupervisorOnlyMark`] but the numbers in `keep` (this context's own ends).
+/// Returns how many listeners it closed.
 ///
 /// # Errors
 /// `/proc/self/fd` cannot be read.
-pub(crate) fn close_in_forked_child(keep: Option<BorrowedFd<'_>>) -> io::Result<usize> {
-    let keep = keep.map(|k| k.as_raw_fd());
+pub(crate) fn close_in_forked_child(keep: &[i32]) -> io::Result<usize> {
     for s in &SUPERVISOR_ONLY {
         let fd = s.load(Ordering::SeqCst);
-        if fd >= 0 && Some(fd) != keep {
+        if fd >= 0 && !keep.contains(&fd) {
             seccomp_notify::close_inherited(fd);
         }
     }

@@ -3,7 +3,7 @@
 //! non-blocking fd, and the memfd (shmem) mappings that frozen regions live in.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use linux_raw_sys::general::{UFFD_API, UFFD_USER_MODE_ONLY, uffdio_api};
 use linux_raw_sys::ioctl::UFFDIO_API;
@@ -276,7 +276,7 @@ pub enum Msg {
 ///
 /// # References
 /// userfaultfd(2) "Reading from the userfaultfd structure".
-pub fn read_msg(fd: &OwnedFd) -> io::Result<Option<Msg>> {
+pub fn read_msg(fd: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
     // SAFETY: uffd_msg is plain data (integers and unions of integers): all-zero is valid.
     let mut msg: uffd_msg = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<uffd_msg>();

@@ -31,10 +31,11 @@ where
 {
     let pro = fds.prologue(Some(parent));
     let rep = pro.report;
-    // fork copied the supervisor's seccomp listeners and handover sockets of other
-    // contexts: with one, this closure could let their denied calls run. Closed first,
-    // before this child opens anything.
-    if let Err(e) = crate::seccomp::notify::close_in_forked_child(fds.listener_child_end()) {
+    // fork copied the supervisor's descriptors of other contexts: their seccomp listeners
+    // and handover sockets (with one, this closure could let their denied calls run), their
+    // pipes (their output, their reports, their release), their id lease files. Closed
+    // first, before this child opens anything.
+    if let Err(e) = crate::seccomp::notify::close_in_forked_child(&fds.child_ends()) {
         sc::fail(rep, Step::Seccomp, 0, errno_of(&e));
     }
     sc::prologue(&pro);

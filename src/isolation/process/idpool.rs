@@ -77,6 +77,10 @@ pub const DEFAULT_SLOTS: u32 = 1024;
 pub const DEFAULT_START: u32 = 0x6000_0000;
 /// The first id above systemd's container range (1879048191 = `0x6FFFFFFF` is its last).
 const CEILING: u64 = 0x7000_0000;
+/// The lowest start nebula accepts for its entry: ids below are the host's own users.
+const MIN_START: u32 = 65_536;
+/// One past the largest id a user namespace maps (`(uid_t)-1` is never valid).
+const ID_END: u64 = u32::MAX as u64;
 /// The default lease directory.
 pub const DEFAULT_LEASE_DIR: &str = "/run/nebula/ids";
 
@@ -141,6 +145,18 @@ pub enum IdPoolError {
         /// Its size.
         count: u32,
     },
+    /// nebula's entry in a subordinate-id file is not a pool nebula may use.
+    #[error("the \"{POOL_NAME}:{start}:{count}\" entry in {} {reason}; Hint: fix or remove that line (nebula adds a fresh one at {DEFAULT_START} when it is missing)", .path.display())]
+    BadEntry {
+        /// The file.
+        path: PathBuf,
+        /// The entry's first id.
+        start: u32,
+        /// The entry's size.
+        count: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// No free start for a new pool was found below the ceiling.
     #[error("no free range of {count} ids for nebula's pool in {} below {CEILING}; Hint: add a \"{POOL_NAME}:START:COUNT\" line to /etc/subuid and /etc/subgid", .path.display())]
     NoRoom {
@@ -200,7 +216,7 @@ pub fn parse_subid(text: &str) -> Vec<SubidEntry> {
 }
 
 /// The first `RANGE`-aligned start at or above `from` where `count` ids overlap no entry,
-/// below [`CEILING`].
+/// below 0x7000_0000 (`CEILING`).
 pub fn free_start(entries: &[SubidEntry], from: u32, count: u64) -> Option<u32> {
     let mut s = u64::from(from).next_multiple_of(u64::from(RANGE));
     loop {
@@ -243,6 +259,9 @@ pub struct DeclaredPool {
 pub struct IdLease {
     range: IdRange,
     slot: u32,
+    /// A closure context (a fork of the supervisor) closes the lease files of the others.
+    /// Before `file`: the number is unregistered before the file is closed.
+    _mark: crate::seccomp::notify::SupervisorOnlyMark,
     file: File,
     path: PathBuf,
 }
@@ -349,6 +368,20 @@ impl IdPool {
             }
         };
         for (e, p) in [(&ue, &self.subuid), (&ge, &self.subgid)] {
+            let bad = |reason| IdPoolError::BadEntry {
+                path: p.clone(),
+                start: e.start,
+                count: e.count,
+                reason,
+            };
+            if e.start < MIN_START {
+                return Err(bad(
+                    "starts below 65536, among the host's own users and groups",
+                ));
+            }
+            if u64::from(e.start) + u64::from(e.count) > ID_END {
+                return Err(bad("ends past the largest id the kernel maps (2^32 - 2)"));
+            }
             if e.count < RANGE {
                 return Err(IdPoolError::PoolTooSmall {
                     path: p.clone(),
@@ -511,7 +544,13 @@ impl DeclaredPool {
     }
 
     /// The range of `slot`.
+    ///
+    /// # Panics
+    ///
+    /// For a slot past [`DeclaredPool::slots`] (a range outside the declared entry).
     pub fn range(&self, slot: u32) -> IdRange {
+        assert!(slot < self.slots, "slot {slot} of {}", self.slots);
+        // Cannot overflow: declare() checked start + slots * RANGE <= CEILING.
         IdRange {
             uid: self.uid_start + slot * RANGE,
             gid: self.gid_start + slot * RANGE,
@@ -561,6 +600,7 @@ impl DeclaredPool {
             return Ok(IdLease {
                 range,
                 slot,
+                _mark: crate::seccomp::notify::SupervisorOnlyMark::new(file.as_fd()),
                 file,
                 path,
             });
@@ -587,9 +627,16 @@ impl IdLease {
 }
 
 impl Drop for IdLease {
+    /// Releases the range: the file is emptied (released cleanly, free for the next lease
+    /// at once) when no process runs with an id of the range any more. A process that
+    /// outlived its context with such an id (a context without a pid namespace or a
+    /// cgroup, whose orphans live on) keeps the record, so that only
+    /// [`IdPool::reclaim`] frees the range, once that process is gone too. Closing the file
+    /// drops the lock.
     fn drop(&mut self) {
-        // Empty = released cleanly; closing the file drops the lock.
-        let _ = self.file.set_len(0);
+        if !range_in_use(&self.range) {
+            let _ = self.file.set_len(0);
+        }
     }
 }
 
@@ -655,7 +702,21 @@ fn append_entry(path: &Path, start: u32, count: u32) -> Result<SubidEntry, IdPoo
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(err(e)),
     };
-    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let _lock = ShadowLock::take(path).map_err(err)?;
+    // Read again under shadow's lock: usermod or useradd may have changed it meanwhile.
+    let old = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => old,
+        Err(e) => return Err(err(e)),
+    };
+    let meta = std::fs::metadata(path).ok();
+    let mode = meta
+        .as_ref()
+        .map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let owner = meta.as_ref().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.uid(), m.gid())
+    });
     let mut text = old;
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
@@ -669,6 +730,9 @@ fn append_entry(path: &Path, start: u32, count: u32) -> Result<SubidEntry, IdPoo
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -682,6 +746,56 @@ fn append_entry(path: &Path, start: u32, count: u32) -> Result<SubidEntry, IdPoo
         start,
         count,
     })
+}
+
+/// shadow-utils' lock on a file it edits (`commonio_lock` in lib/commonio.c): `<file>.lock`,
+/// made by `link(2)` of a file holding the locker's pid, so it appears whole or not at all.
+/// A lock whose pid is gone is stale and taken over. `useradd`, `usermod --add-subuids` and
+/// nebula then never interleave their rewrites of `/etc/subuid`. Removed on drop.
+struct ShadowLock(PathBuf);
+
+impl ShadowLock {
+    fn take(file: &Path) -> io::Result<ShadowLock> {
+        let lock = PathBuf::from(format!("{}.lock", file.display()));
+        let me = std::process::id();
+        let mine = PathBuf::from(format!("{}.{me}", file.display()));
+        std::fs::write(&mine, me.to_string())?;
+        let result = (|| {
+            for _ in 0..50 {
+                match std::fs::hard_link(&mine, &lock) {
+                    Ok(()) => return Ok(ShadowLock(lock.clone())),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                let holder = std::fs::read_to_string(&lock)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i32>().ok());
+                let alive = holder.is_some_and(|pid| {
+                    rustix::process::Pid::from_raw(pid).is_some_and(|p| {
+                        rustix::process::test_kill_process(p).is_ok()
+                            || Path::new(&format!("/proc/{pid}")).exists()
+                    })
+                });
+                if !alive {
+                    let _ = std::fs::remove_file(&lock);
+                    continue;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is held by a live process for over 5 s", lock.display()),
+            ))
+        })();
+        let _ = std::fs::remove_file(&mine);
+        result
+    }
+}
+
+impl Drop for ShadowLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// An unprivileged caller's own subordinate ids, mapped by the setuid helpers of shadow-utils
@@ -788,8 +902,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (su, sg) = (dir.join("subuid"), dir.join("subgid"));
         std::fs::write(&su, format!("root:{DEFAULT_START}:65536\n")).unwrap();
+        // A lock left by a shadow-utils tool that died: stale, taken over, then removed.
+        std::fs::write(dir.join("subuid.lock"), "999999999").unwrap();
         let pool = IdPool::at(&su, &sg, dir.join("ids"));
         let d = pool.declare().unwrap();
+        assert!(!dir.join("subuid.lock").exists() && !dir.join("subgid.lock").exists());
         let d2 = pool.declare().unwrap();
         assert_eq!(d, d2, "a second declare finds the first one's entries");
         let text = std::fs::read_to_string(&su).unwrap();
@@ -807,6 +924,75 @@ mod tests {
         assert!(held.iter().all(|l| l.range != ra && l.locked));
         drop(b);
         assert!(pool.leases(&d).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_bad_entry_is_refused_naming_it() {
+        let dir = std::env::temp_dir().join(format!("nebula-idpool-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (su, sg) = (dir.join("subuid"), dir.join("subgid"));
+        let pool = IdPool::at(&su, &sg, dir.join("ids"));
+        for (line, why) in [
+            ("nebula:1000:65536", "below 65536"),
+            ("nebula:4294901760:131072", "ends past"),
+            ("nebula:100000:100", "fewer than"),
+        ] {
+            std::fs::write(&su, format!("{line}\n")).unwrap();
+            std::fs::write(&sg, format!("{line}\n")).unwrap();
+            let e = pool.declare().unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains(&su.display().to_string()),
+                "{e}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_range_still_in_use_is_not_released_on_drop() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: running a process as a pool uid needs root");
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        let dir = std::env::temp_dir().join(format!("nebula-idpool-use-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A pool of its own, away from the system pool's ranges (tests run in parallel).
+        let entry = format!("{POOL_NAME}:{}:{}\n", 0x6800_0000u32, RANGE * 4);
+        for f in ["subuid", "subgid"] {
+            std::fs::write(dir.join(f), &entry).unwrap();
+        }
+        let pool = IdPool::at(dir.join("subuid"), dir.join("subgid"), dir.join("ids"));
+        let d = pool.declare().unwrap();
+        let lease = d.lease().unwrap();
+        let range = lease.range();
+        // An orphan of the context, still running with an id of its range.
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("30")
+            .uid(range.uid + 7)
+            .gid(range.gid + 7)
+            .spawn()
+            .unwrap();
+        drop(lease);
+        let left = pool.leases(&d).unwrap();
+        assert!(
+            left.iter().any(|l| l.range == range && !l.locked),
+            "the record must stay while uid {} runs: {left:?}",
+            range.uid + 7
+        );
+        assert!(
+            pool.reclaim(&d).unwrap().is_empty(),
+            "reclaimed while in use"
+        );
+        let next = d.lease().unwrap();
+        assert_ne!(next.range(), range, "a range in use was leased again");
+        orphan.kill().unwrap();
+        orphan.wait().unwrap();
+        assert_eq!(pool.reclaim(&d).unwrap(), [range]);
+        drop(next);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1072,40 +1072,50 @@ fn ns_names(ns: Namespaces) -> String {
 
 /// The pipes between supervisor and child. Parent ends are read ends (non-blocking) except
 /// the sync pipe's write end; child ends are blocking.
+///
+/// Every descriptor here is a [`Private`]: a closure context, a `fork` of the supervisor,
+/// closes those of the supervisor's other contexts first thing, so it can neither read
+/// their output nor forge their reports or releases.
 pub(super) struct Fds {
-    sync_rd: OwnedFd,
-    sync_wr: OwnedFd,
-    rep_rd: OwnedFd,
-    rep_wr: OwnedFd,
-    out: Option<(OwnedFd, OwnedFd)>,
-    err: Option<(OwnedFd, OwnedFd)>,
-    null: Option<OwnedFd>,
-    result: Option<(OwnedFd, OwnedFd)>,
+    sync_rd: Private,
+    sync_wr: Private,
+    rep_rd: Private,
+    rep_wr: Private,
+    out: Option<(Private, Private)>,
+    err: Option<(Private, Private)>,
+    null: Option<Private>,
+    result: Option<(Private, Private)>,
     stdio: [Stdio; 3],
     /// The userfaultfd socket pair of a watched closure: the supervisor's end, and the
     /// context's (taken by the workload when it sends its userfaultfd).
-    watch: Option<OwnedFd>,
+    watch: Option<Private>,
     watch_child: std::cell::Cell<Option<OwnedFd>>,
+    /// The context's end of `watch`, by number (kept by its closure; `watch_child` is taken).
+    watch_child_raw: Option<i32>,
     /// The seccomp listener's socket pair (supervisor's end, context's end), when the filter
     /// notifies.
-    listener: Option<(
-        crate::seccomp::notify::SupervisorOnlyFd,
-        crate::seccomp::notify::SupervisorOnlyFd,
-    )>,
+    listener: Option<(Private, Private)>,
+}
+
+/// A descriptor of one context that no other context may hold.
+type Private = crate::seccomp::notify::SupervisorOnlyFd;
+
+fn private(fd: OwnedFd) -> Private {
+    Private::new(fd)
 }
 
 /// The supervisor's ends, after the child was created.
 struct ParentFds {
-    sync_wr: Option<OwnedFd>,
-    rep_rd: OwnedFd,
-    out: Option<OwnedFd>,
-    err: Option<OwnedFd>,
-    result: Option<OwnedFd>,
-    watch: Option<OwnedFd>,
-    listener: Option<crate::seccomp::notify::SupervisorOnlyFd>,
+    sync_wr: Option<Private>,
+    rep_rd: Private,
+    out: Option<Private>,
+    err: Option<Private>,
+    result: Option<Private>,
+    watch: Option<Private>,
+    listener: Option<Private>,
 }
 
-fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
+fn pipe(what: &'static str) -> Result<(Private, Private), ProcessError> {
     let (r, w) =
         rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| ProcessError::CreateFd {
             what,
@@ -1115,7 +1125,7 @@ fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
         what,
         source: e.into(),
     })?;
-    Ok((r, w))
+    Ok((private(r), private(w)))
 }
 
 impl Fds {
@@ -1125,6 +1135,7 @@ impl Fds {
                 what: "sync pipe",
                 source: e.into(),
             })?;
+        let (sync_rd, sync_wr) = (private(sync_rd), private(sync_wr));
         let (rep_rd, rep_wr) = pipe("report pipe")?;
         let cap = |s: Stdio, what| -> Result<_, ProcessError> {
             if s == Stdio::Capture {
@@ -1143,6 +1154,7 @@ impl Fds {
                     OFlags::RDWR | OFlags::CLOEXEC,
                     rustix::fs::Mode::empty(),
                 )
+                .map(private)
                 .map_err(|e| ProcessError::CreateFd {
                     what: "/dev/null",
                     source: e.into(),
@@ -1163,13 +1175,14 @@ impl Fds {
             };
             let (p, c) = crate::sys::scm::seqpacket_pair().map_err(e)?;
             rustix::fs::fcntl_setfl(&p, OFlags::NONBLOCK).map_err(|x| e(x.into()))?;
-            (Some(p), Some(c))
+            (Some(private(p)), Some(c))
         } else {
             (None, None)
         };
         Ok(Fds {
             listener: None,
             watch,
+            watch_child_raw: watch_child.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
             watch_child: std::cell::Cell::new(watch_child),
             sync_rd,
             sync_wr,
@@ -1240,17 +1253,26 @@ impl Fds {
             };
             let (p, c) = crate::sys::scm::seqpacket_pair().map_err(e)?;
             rustix::fs::fcntl_setfl(&p, OFlags::NONBLOCK).map_err(|x| e(x.into()))?;
-            self.listener = Some((
-                crate::seccomp::notify::SupervisorOnlyFd::new(p),
-                crate::seccomp::notify::SupervisorOnlyFd::new(c),
-            ));
+            self.listener = Some((private(p), private(c)));
         }
         Ok(self)
     }
 
-    /// The context's end of the listener handover, which a closure context keeps.
-    fn listener_child_end(&self) -> Option<BorrowedFd<'_>> {
-        self.listener.as_ref().map(|p| p.1.as_fd())
+    /// The numbers of the context's own ends, which its closure keeps when it closes every
+    /// other context's [`Private`] descriptors.
+    fn child_ends(&self) -> [i32; 8] {
+        let raw =
+            |f: Option<&Private>| f.map_or(-1, |f| std::os::fd::AsRawFd::as_raw_fd(&f.as_fd()));
+        [
+            raw(Some(&self.sync_rd)),
+            raw(Some(&self.rep_wr)),
+            raw(self.out.as_ref().map(|p| &p.1)),
+            raw(self.err.as_ref().map(|p| &p.1)),
+            raw(self.null.as_ref()),
+            raw(self.result.as_ref().map(|p| &p.1)),
+            self.watch_child_raw.unwrap_or(-1),
+            raw(self.listener.as_ref().map(|p| &p.1)),
+        ]
     }
 
     /// Where the workload sends its seccomp listener, with the fallback filter.
@@ -1306,13 +1328,13 @@ impl Sink {
 pub struct Running<'a> {
     iso: &'a ProcessIsolation,
     pid: i32,
-    pidfd: OwnedFd,
+    pidfd: Private,
     leaf: Option<Leaf>,
-    sync_wr: Option<OwnedFd>,
-    report: OwnedFd,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    result: Option<OwnedFd>,
+    sync_wr: Option<Private>,
+    report: Private,
+    stdout: Option<Private>,
+    stderr: Option<Private>,
+    result: Option<Private>,
     released: Instant,
     pending: Vec<u8>,
     reaped: bool,
@@ -1338,7 +1360,7 @@ impl<'a> Running<'a> {
             _lease: lease,
             iso,
             pid,
-            pidfd,
+            pidfd: private(pidfd),
             leaf,
             sync_wr: p.sync_wr,
             report: p.rep_rd,
@@ -1998,7 +2020,8 @@ mod tests {
                 .mounts
                 .iter()
                 .map(MountStep::describe)
-                .filter(|d| d.contains("/sys"))
+                .filter(|d| d.contains("/sys") && !d.contains("/proc/"))
+                .filter(|d| !d.ends_with("(masked path)"))
                 .collect::<Vec<_>>()
         };
         assert_eq!(plan(ProcessConfig::new()), ["sysfs on /sys read-only"]);
