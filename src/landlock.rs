@@ -76,6 +76,10 @@
 //!   existence is visible), `ioctl` on non-device files. Landlock does forbid a landlocked
 //!   task to ptrace one outside its domain (pid 1, the supervisor), which the pid namespace
 //!   and pid 1's non-dumpable flag already do.
+//! * **Truncation before ABI 3** (Linux < 6.2): the kernel has no `truncate` right, so a
+//!   landlocked task may still `truncate(2)` or `open(O_TRUNC)` a file it can write by DAC
+//!   outside the writable places; the read-only root (`EROFS`) and the unprivileged identity
+//!   (`EACCES`) are what refuse it there. `nebula-ctl probe` shows the ABI.
 //! * Reads are not restricted without a read allow-list, and network access is never
 //!   restricted by this layer (the network namespace and seccomp are the layers for it).
 //!

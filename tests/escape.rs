@@ -14,6 +14,7 @@ mod common;
 
 use std::ffi::CString;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use nebula_memory::isolation::process::{Command, Network, ProcessConfig, ProcessIsolation, Stdio};
@@ -182,11 +183,13 @@ fn the_host_filesystem_is_read_only() {
     assert_eq!(both(create), (Err(libc::EROFS), Err(libc::EROFS)));
     // A file of the host's that the test owns: opening it for writing, truncating it and
     // removing it all meet the read-only mount.
-    // (Next to the test binary: a host directory that exists in both tiers; /tmp would be
-    // hidden by the context's private /tmp.)
-    let victim = std::env::current_exe()
-        .unwrap()
-        .with_file_name(format!("escape-victim-{}", std::process::id()));
+    // (In a directory of its own under /var/tmp, searchable by everyone: /tmp would be hidden
+    // by the context's private /tmp, and a path through a 0700 directory such as /root would
+    // be refused at lookup, before the mount is consulted.)
+    let dir = std::path::PathBuf::from(format!("/var/tmp/nebula-escape-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = dir.join("victim");
     std::fs::write(&victim, b"host").unwrap();
     let path = victim.to_str().unwrap().to_owned();
     let p = path.clone();
@@ -220,6 +223,7 @@ fn the_host_filesystem_is_read_only() {
     assert_eq!(inside(config(true).root_maps_to(0, 0), tamper), rofs);
     assert_eq!(std::fs::read(&victim).unwrap(), b"host");
     std::fs::remove_file(&victim).unwrap();
+    std::fs::remove_dir(&dir).unwrap();
     assert!(!std::path::Path::new("/nebula-escape-probe").exists());
     // The private /tmp is writable, and none of it reaches the host's.
     let tmp: Answer = inside(config(true), || {

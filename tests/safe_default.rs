@@ -402,7 +402,8 @@ fn the_cli_default_shows_a_range_and_refuses_both_accesses() {
     std::fs::write(&secret, b"host secret").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let script = format!(
-        "cat /proc/self/uid_map; echo x > /proc/sys/kernel/core_pattern; echo rc=$?; cat {secret}; echo rc=$?"
+        "cat /proc/self/uid_map; echo x >> /proc/sys/kernel/core_pattern; echo rc=$?; \
+         echo x > /proc/sys/kernel/core_pattern; echo rc=$?; cat {secret}; echo rc=$?"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nebula-ctl"))
         .args(["run", "--", "sh", "-c", &script])
@@ -421,10 +422,18 @@ fn the_cli_default_shows_a_range_and_refuses_both_accesses() {
     assert_eq!(first[0], 0);
     assert_ne!(first[1], 0, "a non-zero host range: {stdout}");
     assert_eq!(first[2], 65536);
-    assert_eq!(stdout.matches("rc=").count(), 2, "{stdout}");
-    assert!(!stdout.contains("rc=0"), "both accesses refused: {stdout}");
-    assert!(stderr.contains("Read-only file system"), "{stderr}");
-    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert_eq!(stdout.matches("rc=").count(), 3, "{stdout}");
+    assert!(!stdout.contains("rc=0"), "every access refused: {stdout}");
+    // Appending (no O_TRUNC) reaches the permission check: the identity refuses it.
+    // Truncating is refused earlier by the read-only /proc/sys mount.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() >= 3
+            && lines[0].ends_with("core_pattern: Permission denied")
+            && lines[1].ends_with("core_pattern: Read-only file system")
+            && lines[2].ends_with("secret: Permission denied"),
+        "{stderr}"
+    );
     assert!(!stdout.contains("host secret"));
 }
 

@@ -548,6 +548,8 @@ pub fn rearm_death_signal(report_fd: BorrowedFd<'_>, sync: Option<BorrowedFd<'_>
 /// # References
 /// prctl(2) `PR_SET_NO_NEW_PRIVS`, capabilities(7), landlock(7), seccomp(2).
 pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
+    // SAFETY: getppid takes no arguments and cannot fail.
+    let parent = unsafe { libc::getppid() };
     if let Some(caps) = p.caps
         && let Err(e) = caps.apply_current_thread()
     {
@@ -570,6 +572,12 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
         } < 0
         {
             return Err((Step::DeathSignal, errno() as u64));
+        }
+        // A parent that died between the uid change and the re-arm sent no signal: the
+        // child was reparented, which getppid shows.
+        // SAFETY: getppid takes no arguments and cannot fail.
+        if unsafe { libc::getppid() } != parent {
+            exit_now(CHILD_PARENT_GONE);
         }
     }
     if p.no_new_privs {

@@ -649,7 +649,7 @@ impl ProcessIsolation {
                         .binds
                         .iter()
                         .filter(|b| b.writable)
-                        .map(|b| (b.target.clone(), !b.source.is_file())),
+                        .map(|b| (b.target.clone(), b.source.is_dir())),
                 );
                 Some(
                     l.plan(&writable, ll.abi)
