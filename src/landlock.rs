@@ -282,7 +282,11 @@ pub(crate) fn exec_denied(plan: Option<&RulesetPlan>) -> String {
             program, its interpreter and its libraries must be beneath a --landlock-read path, \
             e.g. --landlock-read /usr)"
             .to_owned(),
-        _ => String::new(),
+        _ => " (the context runs as host ids of its own, which are \"others\" to the host's \
+            files: the program, its interpreter and every directory above them must be \
+            executable by others; Hint: install it outside a private home such as /root, or \
+            pick the host id with --uid)"
+            .to_owned(),
     }
 }
 
@@ -327,7 +331,7 @@ mod tests {
 
     #[test]
     fn landlock_read_allow_list_handles_reads() {
-        let l = Landlock::new().read("/usr").read("/etc/hostname");
+        let l = Landlock::new().read("/usr").read("/etc/passwd");
         let p = l
             .plan(&[("/tmp".into(), true), ("/data/file".into(), false)], 3)
             .unwrap();
@@ -335,7 +339,7 @@ mod tests {
         let by = |s: &str| p.rules.iter().find(|r| r.path.to_bytes() == s.as_bytes());
         assert_eq!(by("/usr").unwrap().access, READ);
         assert_eq!(
-            by("/etc/hostname").unwrap().access,
+            by("/etc/passwd").unwrap().access,
             AccessFs::READ_FILE | AccessFs::EXECUTE
         );
         assert_eq!(

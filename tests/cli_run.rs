@@ -142,34 +142,18 @@ fn time_limit_line_and_json_record() {
 fn seccomp_kill_line_and_record() {
     let d = run_dir("seccomp");
     // `strict` refuses open: the context's filter notifies the supervisor, which names the
-    // loader's first openat(2) and kills the context; the exit code stays 128+SIGSYS.
-    let o = ctl(
-        &d,
-        &[
-            "run",
-            "--seccomp",
-            "strict",
-            "--",
-            "/bin/cat",
-            "/etc/hostname",
-        ],
-    );
+    // loader's first openat(2) and kills the context; the exit code stays 128+SIGSYS. (A
+    // dynamically linked program: a static busybox would die at arch_prctl first.)
+    let o = ctl_calling(&d, &["--seccomp", "strict"], 39);
     assert_eq!(code(&o), 128 + 31);
-    assert!(
-        o.stdout.is_empty(),
-        "cat read the file: {}",
-        text(&o.stdout)
-    );
+    assert!(o.stdout.is_empty(), "the program ran: {}", text(&o.stdout));
     let err = text(&o.stderr);
     assert_eq!(
         err.lines().last().unwrap(),
         "killed: seccomp violation at openat(2) (nr 257; profile strict)",
         "{err}"
     );
-    let o = ctl(
-        &d,
-        &["run", "--seccomp", "strict", "--json", "--", "/bin/true"],
-    );
+    let o = ctl_calling(&d, &["--seccomp", "strict", "--json"], 39);
     assert_eq!(code(&o), 128 + 31);
     let err = text(&o.stderr);
     assert!(
@@ -194,21 +178,32 @@ fn seccomp_kill_line_and_record() {
     assert_eq!(code(&o), 128 + 31);
 }
 
+/// `nebula-ctl run ARGS -- <this test binary> <helper_raw_syscall>` calling system call `nr`
+/// with zero arguments (see `common::raw_syscall_helper`); `survived ...` on stdout if it
+/// returned to the program.
+fn ctl_calling(d: &Path, args: &[&str], nr: u32) -> std::process::Output {
+    let exe = common::shared_exe();
+    let nr = format!("NEBULA_HELPER_SYSCALL={nr}");
+    let mut all = vec!["run", "--env", "NEBULA_HELPER=1", "--env", &nr];
+    all.extend_from_slice(args);
+    all.push("--");
+    all.push(exe.to_str().unwrap());
+    all.extend(common::helper_args("helper_raw_syscall"));
+    ctl(d, &all)
+}
+
+#[test]
+#[ignore = "helper: run inside a context by the seccomp tests"]
+fn helper_raw_syscall() {
+    common::raw_syscall_helper();
+}
+
 #[test]
 fn default_profile_names_a_hostile_call() {
     let d = run_dir("seccomp-default");
-    let Some(py) = ["/usr/bin/python3", "/bin/python3"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        common::skip("no python3 for the ctypes helper");
-        return;
-    };
     // kexec_load(0, 0, 0, 0): a call on the default profile's hostile list (a kill).
-    let script =
-        "import ctypes; r = ctypes.CDLL(None).syscall(246, 0, 0, 0, 0); print('survived', r)";
-    let o = ctl(&d, &["run", "--json", "--", py, "-c", script]);
-    assert_eq!(code(&o), 128 + 31);
+    let o = ctl_calling(&d, &["--json"], 246);
+    assert_eq!(code(&o), 128 + 31, "{}", text(&o.stderr));
     assert!(!text(&o.stdout).contains("survived"), "{}", text(&o.stdout));
     let err = text(&o.stderr);
     assert_eq!(
@@ -219,10 +214,14 @@ fn default_profile_names_a_hostile_call() {
     let v: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
     assert_eq!(v["denied_syscall"]["name"], "kexec_load");
     assert_eq!(v["denied_syscall"]["nr"], 246);
-    // A call the profile refuses with EPERM is no kill: the program goes on.
-    let script = "import ctypes; r = ctypes.CDLL(None).syscall(165, 0, 0, 0, 0, 0); print('mount', r, ctypes.get_errno())";
-    let o = ctl(&d, &["run", "--json", "--", py, "-c", script]);
+    // mount(2), which the profile refuses with EPERM, is no kill: the program goes on.
+    let o = ctl_calling(&d, &["--json"], 165);
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("survived -1 1"),
+        "mount did not fail with EPERM: {}",
+        text(&o.stdout)
+    );
     let v: serde_json::Value =
         serde_json::from_str(text(&o.stderr).lines().last().unwrap()).unwrap();
     assert_eq!(v["seccomp_killed"], false);
@@ -923,4 +922,57 @@ fn vm_list_stats_kill_through_the_cgroup() {
     assert_eq!(s["stats"]["pids_max"], 32);
     assert_eq!(s["stats"]["memory_events"]["oom_kill"], 0);
     assert_eq!(e["limits"]["cpus"], 0.5);
+}
+
+#[test]
+fn a_path_match_the_context_may_not_execute_is_skipped_as_execvp_does() {
+    if !common::require(
+        common::is_root(),
+        "needs root (the default identity is a range)",
+    ) {
+        return;
+    }
+    // A `true` in a root-only directory (as a shim under /root is), first on PATH.
+    let base = PathBuf::from(format!("/var/tmp/nebula-cli-path-{}", std::process::id()));
+    let private = base.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let shim = private.join("true");
+    std::fs::write(&shim, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = run_dir("path");
+    let path = format!("{}:/usr/bin:/bin", private.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "true"]);
+        cmd(&dir, &args)
+            .env("PATH", &path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The context's own ids may not enter the directory: the next match runs.
+    let o = run(&[]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    // Mapped to host root, the shim is the first match it may execute.
+    let o = run(&["--uid", "0"]);
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    // Alone on PATH, the refusal is reported with what to do.
+    let o = cmd(&dir, &["run", "--", "true"])
+        .env("PATH", private.as_os_str())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    // 126, as a shell gives for a program found but not executable.
+    assert_eq!(code(&o), 126, "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("executable by others"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

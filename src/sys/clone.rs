@@ -327,8 +327,11 @@ pub struct ExecPlan<'a> {
     pub pid1: bool,
     /// The workload's last steps.
     pub workload: WorkloadPlan<'a>,
-    /// The program (a path; no `PATH` search in the child).
-    pub program: CString,
+    /// The program's candidate paths, tried in order as `execvp(3)` does: the next one after
+    /// `ENOENT`, `ENOTDIR` or `EACCES` (the workload's identity may be refused one that the
+    /// supervisor can run, e.g. a shim under a 0700 home); the search itself is done by the
+    /// supervisor, which builds the list.
+    pub programs: Vec<CString>,
     /// `argv`, `argv[0]` included.
     pub argv: CStringArray,
     /// `envp`.
@@ -796,16 +799,24 @@ fn exec_child(plan: &ExecPlan<'_>) -> ! {
         pid1_fork_workload(rep);
     }
     workload_steps(&plan.workload, rep);
-    // SAFETY: program, argv and envp are NUL-terminated strings and NULL-terminated arrays
-    // owned by the plan, which outlives this call (the child's copy of the parent memory).
-    unsafe {
-        libc::execve(
-            plan.program.as_ptr(),
-            plan.argv.as_ptr(),
-            plan.envp.as_ptr(),
-        )
-    };
-    fail(rep, Step::Exec, 0, errno())
+    let mut refused = false;
+    for program in &plan.programs {
+        // SAFETY: program, argv and envp are NUL-terminated strings and NULL-terminated
+        // arrays owned by the plan, which outlives this call (the child's copy of the parent
+        // memory).
+        unsafe { libc::execve(program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
+        match errno() {
+            libc::EACCES => refused = true,
+            libc::ENOENT | libc::ENOTDIR => {}
+            e => fail(rep, Step::Exec, 0, e),
+        }
+    }
+    fail(
+        rep,
+        Step::Exec,
+        0,
+        if refused { libc::EACCES } else { libc::ENOENT },
+    )
 }
 
 /// `clone3(2)` with `flags` (namespace flags), `CLONE_PIDFD` and, with `cgroup`,

@@ -82,3 +82,64 @@ pub fn say(key: &str, value: impl std::fmt::Display) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "MARK {key}={value}");
 }
+
+/// A copy of this test binary that any identity may execute, for a context to run as its
+/// workload: the binary itself sits under the build's target directory, which a context's
+/// unprivileged ids may not search when it is under a private home (CI's is under `/root`).
+/// The copy is `/var/tmp/nebula-helper-<binary name>` (mode 0755, replaced atomically, the
+/// same name each run, so runs do not pile up copies). Dynamically linked like any distro
+/// program, it also gives the seccomp tests a real loader on hosts whose `/bin` is busybox.
+pub fn shared_exe() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let me = std::env::current_exe().unwrap();
+        let name = me.file_name().unwrap().to_string_lossy().into_owned();
+        let dest = std::path::PathBuf::from(format!("/var/tmp/nebula-helper-{name}"));
+        let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::copy(&me, &tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &dest).unwrap();
+        dest
+    })
+    .clone()
+}
+
+/// The arguments that make a copy from [`shared_exe`] run only the ignored helper test
+/// `name` (which acts when `NEBULA_HELPER` is set, see [`in_helper`]).
+pub fn helper_args(name: &str) -> [&str; 5] {
+    [
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+}
+
+/// The body of a `helper_raw_syscall` test: calls system call `NEBULA_HELPER_SYSCALL` with
+/// zero arguments and prints `survived <return> <errno>` on stdout. A context whose filter
+/// kills the call never prints it.
+pub fn raw_syscall_helper() {
+    let Some(nr) = std::env::var("NEBULA_HELPER_SYSCALL")
+        .ok()
+        .filter(|_| in_helper())
+    else {
+        return;
+    };
+    let (r, errno) = zero_args_syscall(nr.parse().unwrap());
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "survived {r} {errno}");
+    let _ = out.flush();
+}
+
+/// System call `nr` with six zero arguments: its return value and errno.
+#[allow(unsafe_code)]
+fn zero_args_syscall(nr: libc::c_long) -> (libc::c_long, i32) {
+    // SAFETY: zero arguments (numbers and null pointers): the kernel validates them and fails
+    // the call, or the filter kills the process; no memory of ours is handed over.
+    let r = unsafe { libc::syscall(nr, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize) };
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    (r, errno)
+}

@@ -60,7 +60,7 @@ KDIR=$(dirname "$KERNEL")
 # ---- initramfs ---------------------------------------------------------------
 STAGE=$(mktemp -d "$WORK/run.XXXXXX")
 R=$STAGE/root
-mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,tests}
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,var/tmp,run,etc,root,tests}
 cp "$BUSYBOX" "$R/bin/busybox"; ln -s busybox "$R/bin/sh"
 add_with_libs() {                             # $1 host file, $2 path inside the guest
     # --preserve=mode keeps a setuid bit (newuidmap's); cpio packs the files as root.
@@ -101,6 +101,9 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+# Tests put files a context must reach under /var/tmp (a context has its own /tmp); on a
+# tmpfs of its own they do not fill the rootfs, which the initramfs's binaries occupy.
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 stty -F /dev/ttyS1 -opost -echo; stty -F /dev/ttyS2 -opost -echo
@@ -145,7 +148,7 @@ esac
 say "booting ${KDIR##*/} ($(basename "$KERNEL")), ${#BINS[@]} test binaries, accel ${VM_ACCEL:-tcg}"
 set +e
 timeout --foreground -k 10 "${VM_TIMEOUT:-900}" qemu-system-x86_64 "${ACCEL[@]}" \
-    -smp "${VM_SMP:-2}" -m "${VM_MEM:-1G}" -nodefaults -no-user-config -display none -no-reboot \
+    -smp "${VM_SMP:-2}" -m "${VM_MEM:-2G}" -nodefaults -no-user-config -display none -no-reboot \
     -serial "file:$CONSOLE" -chardev stdio,id=out,signal=off -serial chardev:out -serial "file:$RCF" \
     -kernel "$KERNEL" -initrd "$STAGE/initrd.cpio" \
     -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init ${VM_APPEND:-}" </dev/null | tee "$LOG"

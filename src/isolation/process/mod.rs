@@ -202,7 +202,8 @@ const CPU_CHECK: Duration = Duration::from_millis(50);
 const TEARDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// A command to run in a context: a program and its arguments. No shell; a program name
-/// without `/` is looked up on the supervisor's `PATH`, in the supervisor.
+/// without `/` is looked up on the supervisor's `PATH`, in the supervisor, and the child
+/// tries each match in order (the first that the context's identity may execute runs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     program: OsString,
@@ -230,18 +231,25 @@ impl Command {
         self
     }
 
-    fn resolve(&self) -> Result<PathBuf, ProcessError> {
+    /// The paths the child tries, in order: the program itself when it names a path, else
+    /// every executable file of that name on the supervisor's `PATH` (the child skips one
+    /// that the workload's identity may not execute, as `execvp(3)` does).
+    fn candidates(&self) -> Result<Vec<PathBuf>, ProcessError> {
         let p = Path::new(&self.program);
         if self.program.as_bytes().contains(&b'/') {
-            return Ok(p.to_owned());
+            return Ok(vec![p.to_owned()]);
         }
         let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        std::env::split_paths(&path)
+        let found: Vec<PathBuf> = std::env::split_paths(&path)
             .map(|d| d.join(p))
-            .find(|c| rustix::fs::access(c, rustix::fs::Access::EXEC_OK).is_ok() && c.is_file())
-            .ok_or_else(|| ProcessError::ProgramNotFound {
+            .filter(|c| rustix::fs::access(c, rustix::fs::Access::EXEC_OK).is_ok() && c.is_file())
+            .collect();
+        if found.is_empty() {
+            return Err(ProcessError::ProgramNotFound {
                 program: self.program.to_string_lossy().into_owned(),
-            })
+            });
+        }
+        Ok(found)
     }
 }
 
@@ -765,8 +773,11 @@ impl ProcessIsolation {
                     .into(),
             ));
         }
-        let program = cmd.resolve()?;
-        let program_c = cstring("program", program.as_os_str())?;
+        let programs = cmd
+            .candidates()?
+            .iter()
+            .map(|p| cstring("program", p.as_os_str()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut argv = vec![cstring("argument", &cmd.program)?];
         for a in &cmd.args {
             argv.push(cstring("argument", a)?);
@@ -796,7 +807,7 @@ impl ProcessIsolation {
                 setup: self.setup_plan(),
                 pid1: ns.contains(Namespaces::PID),
                 workload: self.workload_plan(&fds),
-                program: program_c,
+                programs,
                 argv,
                 envp,
             };
@@ -843,6 +854,11 @@ impl ProcessIsolation {
         let fds =
             Fds::new(&self.config, true)?.with_listener_pair(self.filter_fallback.is_some())?;
         let me = rustix::process::getpid().as_raw_pid();
+        // rustix reads the auxiliary vector once, on first use, from `prctl(PR_GET_AUXV)`
+        // (Linux 6.4) or else `/proc/self/auxv`, and panics when both fail. In a closure
+        // context on a 6.1 kernel the open failed, so `rustix::param::page_size()` panicked
+        // there. Read here, in the supervisor, the fork inherits the cached vector.
+        let _ = rustix::param::page_size();
         let pid = match sc::fork() {
             Ok(None) => child::closure_child(self, &fds, me, f),
             Ok(Some(pid)) => pid,
