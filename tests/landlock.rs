@@ -12,6 +12,7 @@ mod common;
 
 use std::ffi::CStr;
 use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Cmd, Output, Stdio as PStdio};
@@ -81,6 +82,20 @@ fn mount_point() -> &'static str {
         .into_iter()
         .find(|p| Path::new(p).is_dir())
         .expect("some mount point exists")
+}
+
+/// The mount point of the mount that holds `path` (the longest mount point in
+/// `/proc/self/mountinfo` that is a prefix of it): `/` on a plain host, `/var/tmp` in the VM
+/// tier, where it is a tmpfs of its own. The context's root copies the host's mounts, so the
+/// same mount point exists inside.
+fn mount_point_of(path: &Path) -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())
+        .expect("/ is a mount point")
 }
 
 fn errno_of(r: std::io::Result<()>) -> Option<i32> {
@@ -219,11 +234,14 @@ fn mount_changes_are_refused_even_with_cap_sys_admin() {
         c.keep_caps = vec![Capability::CAP_SYS_ADMIN];
         c
     };
+    let holder =
+        std::ffi::CString::new(mount_point_of(&host.0).into_os_string().into_vec()).unwrap();
     let attempt = move |t: PathBuf| {
+        let holder = holder.clone();
         move || {
-            // Make the read-only root writable again (a per-mount flag of the context's copy;
-            // the host's mount is not touched), then write through it.
-            let remount = mount_errno(None, c"/", None, libc::MS_REMOUNT | libc::MS_BIND);
+            // Make the read-only mount that holds the target writable again (a per-mount flag
+            // of the context's copy; the host's mount is not touched), then write through it.
+            let remount = mount_errno(None, &holder, None, libc::MS_REMOUNT | libc::MS_BIND);
             let write = write_file(&t);
             let mp = std::ffi::CString::new(mount_point()).unwrap();
             let tmpfs = mount_errno(Some(c"none"), &mp, Some(c"tmpfs"), 0);
