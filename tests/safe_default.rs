@@ -153,6 +153,104 @@ fn root_inside_is_an_unprivileged_range_of_its_own() {
     assert!(!held(rb));
 }
 
+/// Host pids of the live (not zombie) processes with a uid in `range`.
+fn pids_in(range: IdRange) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                let zombie = s.lines().any(|l| l.starts_with("State:\tZ"));
+                !zombie
+                    && s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .is_some_and(|ids| {
+                            ids.split_whitespace()
+                                .filter_map(|x| x.parse::<u32>().ok())
+                                .any(|u| range.contains_uid(u))
+                        })
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_lease_outlived_by_an_orphan_is_kept_until_the_orphan_is_gone() {
+    if !ready() {
+        return;
+    }
+    // No pid namespace and no cgroup: nothing kills the orphan when the context ends, so
+    // the range may not be handed to another context yet. (With a pid namespace, the
+    // default, the kernel reaps the whole namespace before pid 1's wait returns, and the
+    // lease is freed at once without a scan of /proc: the test above.)
+    let mut cfg = ProcessConfig::new()
+        .namespaces(Namespaces::all() - Namespaces::PID)
+        .cgroup(nebula_memory::isolation::process::CgroupUse::Off)
+        .output(Stdio::Null, Stdio::Null)
+        .wall_time(Duration::from_secs(60));
+    cfg.mount_proc = false;
+    // A pool of its own, with ids no other test uses: the other tests reclaim and lease
+    // from the system pool meanwhile.
+    let dir = HostDir::new("orphan-pool", 0o700);
+    let entry = format!("nebula:3000000000:{}\n", 4 * 65536);
+    std::fs::write(dir.path("subuid"), &entry).unwrap();
+    std::fs::write(dir.path("subgid"), &entry).unwrap();
+    let pool = IdPool::at(dir.path("subuid"), dir.path("subgid"), dir.path("leases"));
+    let cfg = cfg.identity(nebula_memory::isolation::process::Identity::Pool(
+        pool.clone(),
+    ));
+    let iso = ProcessIsolation::new(cfg).unwrap();
+    let orphan = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("/bin/sleep 60 </dev/null >/dev/null 2>&1 &");
+    let running = iso.spawn_command(&orphan).unwrap();
+    let range = running.host_ids();
+    let out = running.wait().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        (3_000_000_000..3_000_000_000 + 4 * 65536).contains(&range.uid),
+        "the range comes from the test's pool: {range:?}"
+    );
+    // Whatever happens below, no process of the range outlives the test.
+    struct KillLeft(IdRange);
+    impl Drop for KillLeft {
+        fn drop(&mut self) {
+            for pid in pids_in(self.0) {
+                // SAFETY: kill(2) with a pid read from /proc and a valid signal.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let _kill_left = KillLeft(range);
+    let declared = pool.declare().unwrap();
+    let recorded = || {
+        pool.leases(&declared)
+            .unwrap()
+            .iter()
+            .any(|l| l.range == range)
+    };
+    let orphans = pids_in(range);
+    assert_eq!(orphans.len(), 1, "the orphan runs on with the range's root");
+    assert!(
+        recorded(),
+        "the range stays recorded while the orphan lives"
+    );
+    assert!(
+        pool.reclaim(&declared).unwrap().is_empty(),
+        "not reclaimable yet"
+    );
+    // SAFETY: kill(2) with a pid that was just read and a valid signal.
+    assert_eq!(unsafe { libc::kill(orphans[0], libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_in(range).is_empty() {
+        assert!(Instant::now() < deadline, "the orphan did not go");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pool.reclaim(&declared).unwrap(), vec![range]);
+    assert!(!recorded());
+}
+
 #[test]
 fn a_host_sysctl_cannot_be_written() {
     if !ready() {

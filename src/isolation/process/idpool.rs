@@ -32,8 +32,9 @@
 //!   65,536-aligned start above it is taken.
 //! * **A lease is a locked file**, `ids/<slot>` in the lease directory (`/run/nebula/ids`, a
 //!   tmpfs, so nothing survives a reboot, as no context does). The supervisor holds
-//!   `flock(LOCK_EX)` on it for the context's life and empties it when the context ended. The
-//!   kernel drops the lock when the supervisor dies, even by `SIGKILL`; such a lease still has
+//!   `flock(LOCK_EX)` on it for the context's life and empties it when the context ended:
+//!   at once when the context had its own pid namespace (the kernel reaps the whole namespace
+//!   before its init's `wait4` returns), after a scan of `/proc` otherwise. The kernel drops the lock when the supervisor dies, even by `SIGKILL`; such a lease still has
 //!   its text, and is taken again only after a scan of `/proc` shows that no process runs with
 //!   a uid of that range (the context dies with its supervisor, `PR_SET_PDEATHSIG`, but a
 //!   context without a pid namespace may leave stragglers). [`IdPool::reclaim`], which every
@@ -264,6 +265,8 @@ pub struct IdLease {
     _mark: crate::seccomp::notify::SupervisorOnlyMark,
     file: File,
     path: PathBuf,
+    /// No process can hold the range's ids any more: see [`IdLease::mark_vacated`].
+    vacated: bool,
 }
 
 /// A lease as seen by [`IdPool::leases`].
@@ -603,6 +606,7 @@ impl DeclaredPool {
                 _mark: crate::seccomp::notify::SupervisorOnlyMark::new(file.as_fd()),
                 file,
                 path,
+                vacated: false,
             });
         }
         Err(IdPoolError::Exhausted { slots: self.slots })
@@ -624,17 +628,28 @@ impl IdLease {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Records that no process can run with the range's ids any more, so that dropping the
+    /// lease frees the range without scanning `/proc` (which costs a read of every process's
+    /// `status`: O(processes) per context). True once the context's own pid namespace has
+    /// ended: the kernel reaps every process of a pid namespace before its init's `wait4`
+    /// returns (`zap_pid_ns_processes` waits for `pid_allocated` to drop to the init's own
+    /// pids), and every process of a context is in its pid namespace.
+    pub(crate) fn mark_vacated(&mut self) {
+        self.vacated = true;
+    }
 }
 
 impl Drop for IdLease {
     /// Releases the range: the file is emptied (released cleanly, free for the next lease
-    /// at once) when no process runs with an id of the range any more. A process that
-    /// outlived its context with such an id (a context without a pid namespace or a
-    /// cgroup, whose orphans live on) keeps the record, so that only
+    /// at once) when no process runs with an id of the range any more: known without a look
+    /// when the context's own pid namespace ended, found by a scan of `/proc` otherwise. A
+    /// process that outlived its context with such an id (a context without a pid namespace
+    /// or a cgroup, whose orphans live on) keeps the record, so that only
     /// [`IdPool::reclaim`] frees the range, once that process is gone too. Closing the file
     /// drops the lock.
     fn drop(&mut self) {
-        if !range_in_use(&self.range) {
+        if self.vacated || !range_in_use(&self.range) {
             let _ = self.file.set_len(0);
         }
     }
@@ -665,7 +680,8 @@ fn try_lock(f: &File) -> bool {
 }
 
 /// Whether any process of the host runs with a real, effective, saved or filesystem uid in
-/// `range` (`/proc/<pid>/status`, `Uid:` line).
+/// `range` (`/proc/<pid>/status`, `Uid:` line). Zombies do not count: they run nothing, and
+/// a parent that never reaps them (an init that ignores orphans) must not pin the range.
 pub fn range_in_use(range: &IdRange) -> bool {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return true;
@@ -677,6 +693,7 @@ pub fn range_in_use(range: &IdRange) -> bool {
                 .is_some_and(|n| n.parse::<u32>().is_ok())
         })
         .filter_map(|d| std::fs::read_to_string(d.path().join("status")).ok())
+        .filter(|s| !is_zombie(s))
         .any(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("Uid:"))
@@ -686,6 +703,14 @@ pub fn range_in_use(range: &IdRange) -> bool {
                         .any(|u| range.contains_uid(u))
                 })
         })
+}
+
+/// Whether a `/proc/<pid>/status` text is a zombie's (or a dead task's): `State:` Z or X.
+fn is_zombie(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|st| matches!(st.trim_start().chars().next(), Some('Z' | 'X')))
 }
 
 /// Appends `nebula:start:count` to `path` atomically (a copy with the line added, `fsync`,

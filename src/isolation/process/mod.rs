@@ -1359,7 +1359,7 @@ pub struct Running<'a> {
     seccomp_watch: Option<crate::seccomp::notify::ListenerWatch>,
     ids: idpool::IdRange,
     /// Released last (fields drop in order): after the context was reaped and its leaf removed.
-    _lease: Option<idpool::IdLease>,
+    lease: Option<idpool::IdLease>,
 }
 
 impl<'a> Running<'a> {
@@ -1373,7 +1373,7 @@ impl<'a> Running<'a> {
     ) -> Running<'a> {
         Running {
             ids: iso.id_range(lease.as_ref()),
-            _lease: lease,
+            lease,
             iso,
             pid,
             pidfd: private(pidfd),
@@ -1507,10 +1507,24 @@ impl<'a> Running<'a> {
         }
     }
 
+    /// After `wait4` returned the context's top process. With a pid namespace of its own that
+    /// process was its init, and the kernel has reaped every other process of the namespace
+    /// before: nothing runs with the context's ids any more, and its lease is freed at once.
+    fn note_reaped(&mut self) {
+        self.reaped = true;
+        if self.iso.config.namespaces.contains(Namespaces::PID) {
+            if let Some(lease) = self.lease.as_mut() {
+                lease.mark_vacated();
+            }
+        }
+    }
+
     /// After a failed handshake: kill and reap the child, and turn its report into an error.
     fn early_failure(&mut self) -> Option<ProcessError> {
         let _ = self.kill();
-        let _ = sc::wait4(self.pid);
+        if sc::wait4(self.pid).is_ok() {
+            self.note_reaped();
+        }
         self.reaped = true;
         let mut sink = Sink::default();
         let _ = sink.fill(self.report.as_fd(), 4096);
@@ -1697,7 +1711,7 @@ impl<'a> Running<'a> {
             operation: "wait4",
             source,
         })?;
-        self.reaped = true;
+        self.note_reaped();
         let wall_time = self.released.elapsed();
         self.drain(&mut rep, &mut out, &mut err, &mut res, result_cap)?;
         self.pending.extend_from_slice(&rep.data);
@@ -1819,7 +1833,9 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         if !self.reaped {
             let _ = self.kill();
-            let _ = sc::wait4(self.pid);
+            if sc::wait4(self.pid).is_ok() {
+                self.note_reaped();
+            }
         }
         // The leaf (if still here) kills what is left and removes itself on drop.
     }
