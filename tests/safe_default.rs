@@ -21,12 +21,23 @@ use nebula_memory::isolation::process::{
 };
 use nebula_memory::seccomp::Profile;
 
-fn ready() -> bool {
+/// Tests lease from the system pool side by side (a read lock); the one that watches a
+/// lease left behind by a killed supervisor runs alone (the write lock), since any other
+/// lease, or any `nebula-ctl` command's reclaim, may take that lease over meanwhile, as it
+/// should.
+static SYSTEM_POOL: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn can_run() -> bool {
     common::require(common::is_root(), "needs root (a pool of host ids, mounts)")
         && common::require(
             nebula_memory::features().user_namespaces.available,
             "needs user namespaces (nebula-ctl probe)",
         )
+}
+
+/// `None` (the test skips) without root or user namespaces; otherwise a share of the pool.
+fn ready() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    can_run().then(|| SYSTEM_POOL.read().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn config() -> ProcessConfig {
@@ -117,9 +128,9 @@ fn uid_map(pid: i32) -> Vec<(u32, u32, u32)> {
 
 #[test]
 fn root_inside_is_an_unprivileged_range_of_its_own() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let iso = ProcessIsolation::new(config()).unwrap();
     let sleep = Command::new("/bin/sleep").arg("30");
     let a = iso.spawn_command(&sleep).unwrap();
@@ -136,10 +147,21 @@ fn root_inside_is_an_unprivileged_range_of_its_own() {
         "two live contexts have disjoint host ranges: {oa}+{ca} and {ob}+{cb}"
     );
     assert_eq!(a.host_ids().uid, oa);
-    // The kernel's view of the running pid 1 agrees: its uid is the range's first id.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", a.pid())).unwrap();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid_line.contains(&oa.to_string()), "{uid_line}");
+    // The kernel's view of the running pid 1 agrees: its uid is the range's first id (once
+    // it has made itself root of its namespace, just after the supervisor released it).
+    let uid_line = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", a.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !uid_line().contains(&oa.to_string()) {
+        assert!(Instant::now() < deadline, "{}", uid_line());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // The leases are recorded while the contexts live, and returned when they end.
     let pool = IdPool::system();
     let declared = pool.declare().unwrap();
@@ -177,9 +199,9 @@ fn pids_in(range: IdRange) -> Vec<i32> {
 
 #[test]
 fn a_lease_outlived_by_an_orphan_is_kept_until_the_orphan_is_gone() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     // No pid namespace and no cgroup: nothing kills the orphan when the context ends, so
     // the range may not be handed to another context yet. (With a pid namespace, the
     // default, the kernel reaps the whole namespace before pid 1's wait returns, and the
@@ -247,15 +269,25 @@ fn a_lease_outlived_by_an_orphan_is_kept_until_the_orphan_is_gone() {
         assert!(Instant::now() < deadline, "the orphan did not go");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(pool.reclaim(&declared).unwrap(), vec![range]);
+    // Reclaimed now; a context another test started meanwhile may hold a copy of the lease
+    // file (and so its lock) until it execs, so allow a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let freed = pool.reclaim(&declared).unwrap();
+        if freed == vec![range] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reclaimed: {freed:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!recorded());
 }
 
 #[test]
 fn a_host_sysctl_cannot_be_written() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let before = std::fs::read("/proc/sys/kernel/core_pattern").unwrap();
     let write = || open_answer("/proc/sys/kernel/core_pattern", libc::O_WRONLY);
     // The file belongs to host root, which is not mapped into the context, and root inside
@@ -281,9 +313,9 @@ fn a_host_sysctl_cannot_be_written() {
 
 #[test]
 fn a_root_only_host_file_cannot_be_read() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let dir = HostDir::new("secret", 0o755);
     let secret = dir.path("secret");
     std::fs::write(&secret, b"host secret").unwrap();
@@ -313,9 +345,9 @@ fn a_root_only_host_file_cannot_be_read() {
 
 #[test]
 fn another_live_contexts_file_in_a_shared_bind_is_out_of_reach() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let shared = HostDir::new("shared", 0o1777);
     // A directory that exists in both tiers to mount over (`/mnt` is absent in the VM's).
     let mnt = ["/mnt", "/srv", "/opt", "/media", "/root", "/home"]
@@ -366,9 +398,9 @@ fn another_live_contexts_file_in_a_shared_bind_is_out_of_reach() {
 
 #[test]
 fn another_contexts_processes_cannot_be_signalled_or_traced() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let iso_a = ProcessIsolation::new(config()).unwrap();
     let a = iso_a
         .spawn_command(&Command::new("/bin/sleep").arg("30"))
@@ -410,9 +442,9 @@ fn another_contexts_processes_cannot_be_signalled_or_traced() {
 
 #[test]
 fn a_setuid_binary_gives_a_user_inside_nothing() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let dir = HostDir::new("suid", 0o755);
     // Named `id`: in the VM tier /usr/bin/id is busybox, which picks its applet by name.
     let id = dir.path("id");
@@ -446,9 +478,9 @@ fn a_setuid_binary_gives_a_user_inside_nothing() {
 
 #[test]
 fn masked_paths_read_as_empty() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     // What the host has (a masked path that this kernel lacks is skipped, as runc does).
     let present: Vec<&str> = DEFAULT_MASKED_PATHS
         .iter()
@@ -492,9 +524,9 @@ fn masked_paths_read_as_empty() {
 
 #[test]
 fn the_cli_default_shows_a_range_and_refuses_both_accesses() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let dir = HostDir::new("cli", 0o755);
     let secret = dir.path("secret");
     std::fs::write(&secret, b"host secret").unwrap();
@@ -539,9 +571,10 @@ fn the_cli_default_shows_a_range_and_refuses_both_accesses() {
 
 #[test]
 fn a_lease_left_by_a_killed_supervisor_is_reclaimed_by_the_next_command() {
-    if !ready() {
+    if !can_run() {
         return;
     }
+    let _alone = SYSTEM_POOL.write().unwrap_or_else(|e| e.into_inner());
     let ctl = env!("CARGO_BIN_EXE_nebula-ctl");
     let mut sup = std::process::Command::new(ctl)
         .args(["run", "--", "sleep", "60"])
@@ -605,9 +638,9 @@ fn a_lease_left_by_a_killed_supervisor_is_reclaimed_by_the_next_command() {
 
 #[test]
 fn host_root_only_on_request_and_with_a_warning() {
-    if !ready() {
+    let Some(_pool) = ready() else {
         return;
-    }
+    };
     let ctl = env!("CARGO_BIN_EXE_nebula-ctl");
     let out = std::process::Command::new(ctl)
         .args(["run", "--uid", "0", "--", "cat", "/proc/self/uid_map"])

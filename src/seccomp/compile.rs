@@ -47,6 +47,9 @@ fn ins(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 pub struct CompiledFilter {
     table: ProfileTable,
     program: Box<[libc::sock_filter]>,
+    /// [`CompiledFilter::notifies`], found at compile time: a raw-cloned child asks, and
+    /// may not allocate (another thread of the supervisor may hold malloc's lock).
+    notifies: bool,
 }
 
 impl fmt::Debug for CompiledFilter {
@@ -75,6 +78,7 @@ impl CompiledFilter {
             return Ok(CompiledFilter {
                 table: table.clone(),
                 program: Box::new([]),
+                notifies: false,
             });
         }
         let probe = &crate::features().seccomp;
@@ -96,6 +100,7 @@ impl CompiledFilter {
         let program = assemble(table)?;
         Ok(CompiledFilter {
             table: table.clone(),
+            notifies: !program.is_empty() && table.actions().contains(&Action::UserNotif),
             program: program.into_boxed_slice(),
         })
     }
@@ -118,8 +123,9 @@ impl CompiledFilter {
     /// Whether the program can return `SECCOMP_RET_USER_NOTIF`: it needs a listener
     /// ([`install_current_thread_with_listener`](CompiledFilter::install_current_thread_with_listener)),
     /// or its notified calls fail with `ENOSYS` instead of ending the process.
+    /// Allocation-free (a raw-cloned child calls it).
     pub fn notifies(&self) -> bool {
-        !self.program.is_empty() && self.table.actions().contains(&Action::UserNotif)
+        self.notifies
     }
 
     /// Runs the program in the [`bpf`] interpreter on `data`, decoding the result like the

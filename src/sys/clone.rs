@@ -460,22 +460,25 @@ pub fn wait_for(sync: BorrowedFd<'_>, expect: u8) {
 /// # References
 /// setresuid(2), setgroups(2), sethostname(2), user_namespaces(7).
 pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>, sync: BorrowedFd<'_>) {
+    // Raw system calls, never glibc's setresuid/setresgid/setgroups: those broadcast the
+    // change to every thread glibc knows of (`__nptl_setxid`), and after a raw clone its list
+    // still holds the supervisor's threads, which this child does not have. The broadcast
+    // then waits on a futex of a thread that was starting or exiting at clone time, forever
+    // (seen here under load: a context hung in `setxid_mark_thread` until its wall time).
     if plan.become_root {
-        // SAFETY: integer arguments only.
-        if unsafe { libc::setresgid(0, 0, 0) } < 0 {
-            fail(report_fd, Step::SetIds, 0, errno());
+        if let Err(e) = super::caps::set_res_gid(0) {
+            fail(report_fd, Step::SetIds, 0, e.raw_os_error());
         }
-        // SAFETY: integer arguments only.
-        if unsafe { libc::setresuid(0, 0, 0) } < 0 {
-            fail(report_fd, Step::SetIds, 1, errno());
+        if let Err(e) = super::caps::set_res_uid(0) {
+            fail(report_fd, Step::SetIds, 1, e.raw_os_error());
         }
         rearm_death_signal(report_fd, Some(sync));
     }
-    if plan.drop_groups {
-        // SAFETY: a zero-length list with a NULL pointer is the documented way to clear.
-        if unsafe { libc::setgroups(0, std::ptr::null()) } < 0 && errno() != libc::EPERM {
-            fail(report_fd, Step::SetGroups, 0, errno());
-        }
+    if plan.drop_groups
+        && let Err(e) = super::caps::set_groups(&[])
+        && e != rustix::io::Errno::PERM
+    {
+        fail(report_fd, Step::SetGroups, 0, e.raw_os_error());
     }
     if let Some(name) = &plan.hostname {
         // SAFETY: name is a live buffer of the length passed; the kernel copies it.
