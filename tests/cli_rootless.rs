@@ -170,8 +170,21 @@ fn assert_ok(o: &Output) {
     );
 }
 
+/// Runs it. `ETXTBSY` is retried: the copy's write descriptor lives on for a moment in any
+/// child that another test thread forked while the copy was being written.
 fn out(c: &mut Command) -> Output {
-    c.output().expect("run nebula-ctl")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match c.output() {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETXTBSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.expect("run nebula-ctl"),
+        }
+    }
 }
 
 fn listed(o: &Output) -> Vec<serde_json::Value> {
