@@ -177,24 +177,7 @@ fn root_inside_is_an_unprivileged_range_of_its_own() {
 
 /// Host pids of the live (not zombie) processes with a uid in `range`.
 fn pids_in(range: IdRange) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-                let zombie = s.lines().any(|l| l.starts_with("State:\tZ"));
-                !zombie
-                    && s.lines()
-                        .find_map(|l| l.strip_prefix("Uid:"))
-                        .is_some_and(|ids| {
-                            ids.split_whitespace()
-                                .filter_map(|x| x.parse::<u32>().ok())
-                                .any(|u| range.contains_uid(u))
-                        })
-            })
-        })
-        .collect()
+    nebula_memory::isolation::process::idpool::range_holders(&range)
 }
 
 #[test]

@@ -34,9 +34,10 @@
 //!   tmpfs, so nothing survives a reboot, as no context does). The supervisor holds
 //!   `flock(LOCK_EX)` on it for the context's life and empties it when the context ended:
 //!   at once when the context had its own pid namespace (the kernel reaps the whole namespace
-//!   before its init's `wait4` returns), after a scan of `/proc` otherwise. The kernel drops the lock when the supervisor dies, even by `SIGKILL`; such a lease still has
-//!   its text, and is taken again only after a scan of `/proc` shows that no process runs with
-//!   a uid of that range (the context dies with its supervisor, `PR_SET_PDEATHSIG`, but a
+//!   before its init's `wait4` returns), after a scan of `/proc` otherwise. The kernel drops
+//!   the lock when the supervisor dies, even by `SIGKILL`; such a lease still has its text,
+//!   and is taken again only after a scan of `/proc` shows that no process runs with a uid of
+//!   that range (the context dies with its supervisor, `PR_SET_PDEATHSIG`, but a
 //!   context without a pid namespace may leave stragglers). [`IdPool::reclaim`], which every
 //!   `nebula-ctl` command runs, empties such leases.
 //! * **Reuse.** A range is handed out again after its context ended. Files a context left in a
@@ -683,26 +684,36 @@ fn try_lock(f: &File) -> bool {
 /// `range` (`/proc/<pid>/status`, `Uid:` line). Zombies do not count: they run nothing, and
 /// a parent that never reaps them (an init that ignores orphans) must not pin the range.
 pub fn range_in_use(range: &IdRange) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    rd.flatten()
-        .filter(|d| {
-            d.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter_map(|d| std::fs::read_to_string(d.path().join("status")).ok())
-        .filter(|s| !is_zombie(s))
-        .any(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .is_some_and(|ids| {
-                    ids.split_whitespace()
-                        .filter_map(|x| x.parse::<u32>().ok())
-                        .any(|u| range.contains_uid(u))
+    // A /proc that cannot be read: in use, to be safe.
+    holders(range).is_none_or(|mut h| h.next().is_some())
+}
+
+/// The host pids of the processes [`range_in_use`] counts (none when `/proc` cannot be
+/// read).
+pub fn range_holders(range: &IdRange) -> Vec<i32> {
+    holders(range).map(Iterator::collect).unwrap_or_default()
+}
+
+/// Every live process with a uid in `range`, read from `/proc`; `None` when `/proc` cannot
+/// be read.
+fn holders(range: &IdRange) -> Option<impl Iterator<Item = i32> + '_> {
+    let rd = std::fs::read_dir("/proc").ok()?;
+    Some(
+        rd.flatten()
+            .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
+            .filter(move |pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                    !is_zombie(&s)
+                        && s.lines()
+                            .find_map(|l| l.strip_prefix("Uid:"))
+                            .is_some_and(|ids| {
+                                ids.split_whitespace()
+                                    .filter_map(|x| x.parse::<u32>().ok())
+                                    .any(|u| range.contains_uid(u))
+                            })
                 })
-        })
+            }),
+    )
 }
 
 /// Whether a `/proc/<pid>/status` text is a zombie's (or a dead task's): `State:` Z or X.

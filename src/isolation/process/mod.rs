@@ -1512,10 +1512,10 @@ impl<'a> Running<'a> {
     /// before: nothing runs with the context's ids any more, and its lease is freed at once.
     fn note_reaped(&mut self) {
         self.reaped = true;
-        if self.iso.config.namespaces.contains(Namespaces::PID) {
-            if let Some(lease) = self.lease.as_mut() {
-                lease.mark_vacated();
-            }
+        if self.iso.config.namespaces.contains(Namespaces::PID)
+            && let Some(lease) = self.lease.as_mut()
+        {
+            lease.mark_vacated();
         }
     }
 
