@@ -6,7 +6,7 @@
 
 use std::io;
 
-use crate::isolation::ContextId;
+use crate::base::ContextId;
 
 /// What went wrong in an isolation operation.
 #[derive(Debug, thiserror::Error)]

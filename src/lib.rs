@@ -41,6 +41,7 @@
 //! (`#![deny(unsafe_code)]`).
 #![deny(unsafe_code)]
 
+mod base;
 pub mod caps;
 pub mod cgroup;
 pub mod error;

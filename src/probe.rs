@@ -32,8 +32,6 @@ pub struct Features {
     pub cgroup_v2: CgroupFeature,
     /// Landlock (`landlock_create_ruleset` version query).
     pub landlock: LandlockFeature,
-    /// Per isolation level: can it run here, what does it lack.
-    pub levels: BTreeMap<&'static str, LevelStatus>,
 }
 
 /// A yes/no with the reason for no.
@@ -162,18 +160,6 @@ pub struct LandlockFeature {
     pub access_fs: Vec<&'static str>,
 }
 
-/// One isolation level.
-#[derive(Clone, Debug, Serialize)]
-pub struct LevelStatus {
-    /// Whether the host has what the level needs and this build contains it.
-    pub available: bool,
-    /// What is missing (empty when available).
-    pub lacks: Vec<String>,
-    /// What works only partly here (the level runs, some of its limits are refused).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub limited: Vec<String>,
-}
-
 /// The controllers nebula's process level uses.
 pub const CONTROLLERS: [&str; 4] = ["memory", "cpu", "io", "pids"];
 
@@ -198,14 +184,6 @@ fn detect() -> Features {
         Path::new("/proc/self/cgroup"),
     );
     let landlock = probe_landlock();
-    let mut levels = levels(&pkeys, &seccomp, &user_namespaces, &cgroup_v2);
-    if !landlock.available
-        && let Some(process) = levels.get_mut("process")
-    {
-        process
-            .limited
-            .push("no Landlock: --landlock is refused (see landlock.reason)".into());
-    }
     Features {
         kernel_release: rustix::system::uname()
             .release()
@@ -218,7 +196,6 @@ fn detect() -> Features {
         user_namespaces,
         cgroup_v2,
         landlock,
-        levels,
     }
 }
 
@@ -524,102 +501,6 @@ fn probe_cgroup(mountinfo: &Path, proc_cgroup: &Path) -> CgroupFeature {
     }
 }
 
-fn levels(
-    pkeys: &PkeysFeature,
-    seccomp: &SeccompFeature,
-    userns: &Availability,
-    cgroup: &CgroupFeature,
-) -> BTreeMap<&'static str, LevelStatus> {
-    let status = |lacks: Vec<String>| LevelStatus {
-        available: lacks.is_empty(),
-        lacks,
-        limited: vec![],
-    };
-    let mut m = BTreeMap::new();
-    m.insert("region", status(vec![]));
-    let mut thread = Vec::new();
-    if !pkeys.available {
-        thread.push(format!("pkeys: {}", pkeys.reason.as_deref().unwrap_or("")));
-    }
-    if !seccomp.available {
-        thread.push(format!(
-            "seccomp: {}",
-            seccomp.reason.as_deref().unwrap_or("")
-        ));
-    }
-    m.insert("thread", status(thread));
-    let mut process = Vec::new();
-    if !userns.available {
-        process.push(format!(
-            "user namespaces: {}",
-            userns.reason.as_deref().unwrap_or("")
-        ));
-    }
-    let mut process = status(process);
-    if !cgroup.available {
-        // The level still runs (namespaces, rlimits, capabilities, seccomp); memory, CPU, I/O
-        // and pids limits are refused with this reason.
-        process.limited.push("no cgroup v2 memory controller: memory/cpu/io/pids limits are refused (see cgroup_v2.reason); RLIMIT_AS only when asked for".into());
-    }
-    m.insert("process", process);
-    #[cfg(feature = "wasm")]
-    let wasm = {
-        let mut wasm = status(vec![]);
-        let striping = crate::isolation::wasm::pkey_striping_support(pkeys);
-        if !striping.enabled {
-            wasm.limited.push(format!(
-                "pool slots not striped across protection keys (about 4 GiB of address space per context): {}",
-                striping.reason
-            ));
-        }
-        wasm
-    };
-    #[cfg(not(feature = "wasm"))]
-    let wasm = status(vec![
-        "built without the `wasm` feature (cargo build --features wasm)".to_string(),
-    ]);
-    m.insert("wasm", wasm);
-    m.insert("hardware", hardware_level());
-    m
-}
-
-/// The hardware level from what is installed and from the cached KVM probe (the probe
-/// itself boots a guest, so `features()` never runs it: `nebula-ctl probe --hardware` or
-/// the first `Critical` context does).
-fn hardware_level() -> LevelStatus {
-    let on_path = |exe: &str| {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .any(|d| d.join(exe).is_file())
-    };
-    let mut lacks = Vec::new();
-    if !on_path("qemu-system-x86_64") {
-        lacks.push("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86, or tools/vm/deps.sh)".to_string());
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        lacks.push(
-            "no /bin/busybox for the guest's userland (apt-get install busybox-static)".to_string(),
-        );
-    }
-    let mut limited = Vec::new();
-    if lacks.is_empty() {
-        let cache = crate::isolation::hardware::default_cache_dir();
-        match crate::isolation::hardware::cached_probe(&cache) {
-            Some(p) if p.kvm => limited.push(format!("KVM works; start-up {:.1} s per context", p.startup.as_secs_f64())),
-            Some(p) => limited.push(format!(
-                "TCG only (software emulation, 10-50x slower; KVM: {}); start-up {:.1} s per context",
-                p.kvm_reason,
-                p.startup.as_secs_f64()
-            )),
-            None => limited.push("KVM not probed yet on this boot (nebula-ctl probe --hardware boots a test guest)".into()),
-        }
-    }
-    LevelStatus {
-        available: lacks.is_empty(),
-        lacks,
-        limited,
-    }
-}
-
 impl Features {
     /// A human-readable report, one feature per line.
     pub fn report(&self) -> String {
@@ -686,22 +567,6 @@ impl Features {
             },
             why(&self.landlock.reason)
         );
-        let _ = writeln!(s, "levels");
-        for (name, l) in &self.levels {
-            let _ = writeln!(
-                s,
-                "  {name:<14} {}{}",
-                yn(l.available),
-                if l.lacks.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", l.lacks.join("; "))
-                }
-            );
-            for note in &l.limited {
-                let _ = writeln!(s, "  {:<14}      limited: {note}", "");
-            }
-        }
         s
     }
 }

@@ -46,8 +46,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::base::{ContextId, Permissions};
 use crate::error::{IsolationError, Result};
-use crate::isolation::{ContextId, Permissions};
 use crate::sys::mm::{Mapping, Prot, page_size};
 use crate::violation::{self, RegionSpec, Registration, Sink, ViolationInfo};
 

@@ -55,8 +55,8 @@ use linux_raw_sys::general::{
     UFFDIO_REGISTER_MODE_WP,
 };
 
+use crate::base::ContextId;
 use crate::error::IsolationError;
-use crate::isolation::ContextId;
 use crate::sys::mm::{Mapping, Prot, page_size};
 use crate::sys::uffd as raw;
 use crate::violation::{self, ViolationInfo, ViolationKind};

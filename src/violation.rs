@@ -49,8 +49,8 @@ use std::sync::atomic::{Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::base::ContextId;
 use crate::error::IsolationError;
-use crate::isolation::ContextId;
 use crate::sys::signal::{self, Disposition, FaultFrame, SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR};
 
 /// What kind of violation happened.

@@ -134,7 +134,7 @@ fn demo_contains_every_misbehaving_workload() {
         String::from_utf8_lossy(&out.stderr)
     );
     let f = nebula_memory::features();
-    let process = usize::from(f.levels["process"].available);
+    let process = usize::from(nebula_memory::isolation::levels::levels()["process"].available);
     let expected = 4
         + 2 * process
         + 2 * process * usize::from(f.cgroup_v2.available)

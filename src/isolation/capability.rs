@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::ContextId;
+use crate::base::ContextId;
 use crate::error::{IsolationError, Result};
 
 /// A capability's identity; never reused within a process.

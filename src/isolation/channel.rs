@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ContextId;
+use crate::base::ContextId;
 use crate::error::{IsolationError, Result};
 
 /// Default limit on one encoded message: 1 MiB.

@@ -1,81 +1,129 @@
 //! Region contexts: a budget, a permission set and a region of their own.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::{ContextConfig, DEFAULT_REGION_SIZE, Registry};
+use crate::base::{ContextId, Permissions};
 use crate::error::{IsolationError, Result};
 use crate::region::{MIN_ALIGN, MemoryRegion};
 use crate::sys::mm::Prot;
 
-/// A context's identity: unique within the process, never reused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct ContextId(u64);
-
-impl ContextId {
-    fn next() -> ContextId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        ContextId(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// A new id, unique in this process, for a context that is not a region context (a
-    /// process, a tenant, a wasm instance).
-    pub fn fresh() -> ContextId {
-        ContextId::next()
-    }
-
-    /// Rebuilds an id that another process created and sent along (the two ends of a
-    /// cross-process channel name the same contexts). Ids name contexts; they grant
-    /// nothing: authority is the descriptor or the capability.
-    pub fn from_raw(n: u64) -> ContextId {
-        ContextId(n)
-    }
-
-    /// The number behind the id.
-    pub fn get(self) -> u64 {
-        self.0
+/// The page protection that matches a permission set.
+fn prot(p: Permissions) -> Prot {
+    let (r, w, x) = (
+        p.contains(Permissions::READ),
+        p.contains(Permissions::WRITE),
+        p.contains(Permissions::EXECUTE),
+    );
+    match (r || w || x, w, x) {
+        (false, _, _) => Prot::None,
+        (true, false, false) => Prot::Read,
+        (true, true, false) => Prot::ReadWrite,
+        (true, false, true) => Prot::ReadExec,
+        (true, true, true) => Prot::ReadWriteExec,
     }
 }
 
-impl fmt::Display for ContextId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ctx-{}", self.0)
+/// The limits and permissions of a region context, as the builder collects them.
+#[derive(Clone, Debug, Default)]
+pub struct ContextConfig {
+    /// Name for reports (defaults to `ctx-<id>`).
+    pub name: Option<String>,
+    /// Budget in bytes (the sum of what is handed out, in 16-byte granules, this context's
+    /// and its descendants'). `None`: only the region size bounds it.
+    pub memory_limit: Option<u64>,
+    /// Size of the region's reservation in bytes; defaults to the memory limit, or
+    /// [`DEFAULT_REGION_SIZE`] without one.
+    pub region_size: Option<u64>,
+    /// Most allocations this context may make between resets.
+    pub max_allocations: Option<u64>,
+    /// What the context may do with its memory.
+    pub permissions: Option<Permissions>,
+    /// Deadline for [`IsolatedContext::execute`].
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The byte threshold of a usage monitor: `fraction` (in (0, 1]) of `limit`, or an
+/// `InvalidConfig` error naming `who` when there is no limit or the fraction is out of range.
+pub(crate) fn monitor_threshold(limit: Option<u64>, fraction: f64, who: &str) -> Result<u64> {
+    let Some(limit) = limit else {
+        return Err(IsolationError::InvalidConfig(format!(
+            "{who} has no memory limit to take a fraction of; set one first"
+        )));
+    };
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(IsolationError::InvalidConfig(format!(
+            "monitor threshold {fraction} is not in (0, 1]"
+        )));
+    }
+    Ok((limit as f64 * fraction).ceil() as u64)
+}
+
+/// Region size used when neither a memory limit nor a region size is given: 64 MiB of
+/// address space (it costs no memory until used).
+pub const DEFAULT_REGION_SIZE: u64 = 64 << 20;
+
+/// The entry point: creates contexts and finds them again by id.
+#[derive(Debug, Default)]
+pub struct MemoryIsolation {
+    registry: Arc<Registry>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    contexts: Mutex<HashMap<ContextId, Weak<Account>>>,
+}
+
+impl Registry {
+    pub(crate) fn insert(&self, id: ContextId, account: &Arc<Account>) {
+        self.lock().insert(id, Arc::downgrade(account));
+    }
+
+    pub(crate) fn remove(&self, id: ContextId) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContextId, Weak<Account>>> {
+        self.contexts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-bitflags::bitflags! {
-    /// What a context may do with its memory. Committed pages get the matching page
-    /// protection; allocating needs `WRITE` (a context that cannot write cannot fill what
-    /// it allocates).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub struct Permissions: u8 {
-        /// Pages are readable.
-        const READ = 1;
-        /// Pages are writable; needed to allocate.
-        const WRITE = 2;
-        /// Pages are executable.
-        const EXECUTE = 4;
+impl MemoryIsolation {
+    /// A fresh isolation manager with no contexts.
+    pub fn new() -> Self {
+        Self::default()
     }
-}
 
-impl Permissions {
-    fn prot(self) -> Prot {
-        let (r, w, x) = (
-            self.contains(Self::READ),
-            self.contains(Self::WRITE),
-            self.contains(Self::EXECUTE),
-        );
-        match (r || w || x, w, x) {
-            (false, _, _) => Prot::None,
-            (true, false, false) => Prot::Read,
-            (true, true, false) => Prot::ReadWrite,
-            (true, false, true) => Prot::ReadExec,
-            (true, true, true) => Prot::ReadWriteExec,
-        }
+    /// Starts building a region context.
+    pub fn create_context(&self) -> ContextBuilder<'_> {
+        ContextBuilder::new(Arc::clone(&self.registry))
+    }
+
+    /// Usage of a live context by id.
+    ///
+    /// # Errors
+    /// [`IsolationError::ContextNotFound`] when no live context has this id.
+    pub fn context_stats(&self, id: ContextId) -> Result<ContextStats> {
+        let acct = self.registry.lock().get(&id).and_then(Weak::upgrade);
+        acct.map(|a| a.stats())
+            .ok_or(IsolationError::ContextNotFound(id))
+    }
+
+    /// Ids of the contexts alive now, in creation order.
+    pub fn contexts(&self) -> Vec<ContextId> {
+        let map = self.registry.lock();
+        let mut ids: Vec<ContextId> = map
+            .iter()
+            .filter(|(_, w)| w.strong_count() > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
     }
 }
 
@@ -726,8 +774,7 @@ impl IsolatedContext {
         callback: impl Fn(&ContextStats) + Send + Sync + 'static,
     ) -> Result<()> {
         let a = &*self.acct;
-        let threshold =
-            super::monitor_threshold(limit_of(a.memory_limit), fraction, &a.id.to_string())?;
+        let threshold = monitor_threshold(limit_of(a.memory_limit), fraction, &a.id.to_string())?;
         let m = Monitor {
             threshold,
             fired: std::sync::atomic::AtomicBool::new(false),
@@ -799,7 +846,7 @@ impl Drop for IsolatedContext {
     }
 }
 
-/// Builds an [`IsolatedContext`]; from [`MemoryIsolation::create_context`](super::MemoryIsolation::create_context).
+/// Builds an [`IsolatedContext`]; from [`MemoryIsolation::create_context`](MemoryIsolation::create_context).
 #[must_use]
 pub struct ContextBuilder<'p> {
     registry: Arc<Registry>,
@@ -907,10 +954,10 @@ impl<'p> ContextBuilder<'p> {
             )));
         }
         let size = size as usize;
-        let region = MemoryRegion::reserve(size, perms.prot()).map_err(|e| {
+        let region = MemoryRegion::reserve(size, prot(perms)).map_err(|e| {
             IsolationError::system(format!("reserving a region of {size} bytes (mmap)"), e)
         })?;
-        let id = ContextId::next();
+        let id = ContextId::fresh();
         if let Some(p) = self.parent {
             p.acct.make_hierarchical();
         }

@@ -34,8 +34,8 @@ use rustix::net::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ContextId;
 use super::channel::{DEFAULT_MAX_MESSAGE, Message, decode};
+use crate::base::ContextId;
 use crate::error::{IsolationError, Result};
 
 const VERSION: u8 = 1;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{ContextStats, IsolatedContext, MemoryIsolation};
+use super::context::{ContextStats, IsolatedContext, MemoryIsolation};
 use crate::error::{IsolationError, Result};
 
 /// A tenant's limits.

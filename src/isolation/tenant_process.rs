@@ -286,7 +286,7 @@ impl ProcessTenants {
     ) -> Result<()> {
         let t = self.get(name)?;
         let threshold =
-            super::monitor_threshold(t.memory_max, fraction, &format!("tenant {name:?}"))?;
+            super::context::monitor_threshold(t.memory_max, fraction, &format!("tenant {name:?}"))?;
         let events = t.leaf.watch("memory.events").map_err(cg)?;
         // A pressure trigger where the kernel allows one (windows must be multiples of 2 s
         // without CAP_SYS_RESOURCE on recent kernels).

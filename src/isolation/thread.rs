@@ -26,8 +26,8 @@
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use crate::base::ContextId;
 use crate::error::{IsolationError, Result};
-use crate::isolation::ContextId;
 use crate::pkey::{Domain, DomainId, DomainSet, PkruValue};
 
 thread_local! {
@@ -241,4 +241,22 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string panic payload".into())
+}
+
+/// Whether the thread level runs here: it needs protection keys and seccomp.
+pub fn availability(f: &crate::probe::Features) -> crate::base::LevelStatus {
+    let mut lacks = Vec::new();
+    if !f.pkeys.available {
+        lacks.push(format!(
+            "pkeys: {}",
+            f.pkeys.reason.as_deref().unwrap_or("")
+        ));
+    }
+    if !f.seccomp.available {
+        lacks.push(format!(
+            "seccomp: {}",
+            f.seccomp.reason.as_deref().unwrap_or("")
+        ));
+    }
+    crate::base::LevelStatus::from_lacks(lacks)
 }

@@ -91,8 +91,8 @@ use wasmtime::{
 /// [`WasmIsolation::call_typed`]).
 pub use wasmtime::{Trap, WasmParams, WasmResults};
 
+use crate::base::ContextId;
 use crate::error::IsolationError;
-use crate::isolation::ContextId;
 use crate::violation::{self, ViolationInfo, ViolationKind};
 
 /// The wasm page size (64 KiB).
@@ -1745,4 +1745,18 @@ pub fn run_module(
         exit_code: u8::try_from(code).unwrap_or(1),
         stdout,
     })
+}
+
+/// Whether the wasm level runs here (it does wherever it is built); without protection keys
+/// its pool slots are not striped.
+pub fn availability(f: &crate::probe::Features) -> crate::base::LevelStatus {
+    let mut status = crate::base::LevelStatus::from_lacks(vec![]);
+    let striping = pkey_striping_support(&f.pkeys);
+    if !striping.enabled {
+        status.limited.push(format!(
+            "pool slots not striped across protection keys (about 4 GiB of address space per context): {}",
+            striping.reason
+        ));
+    }
+    status
 }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use super::{DomainId, PkeyError, PkruValue, Rights, Unsupported};
-use crate::isolation::ContextId;
+use crate::base::ContextId;
 
 /// Proof that protection keys work: cannot exist on this architecture.
 #[derive(Clone, Copy, Debug)]

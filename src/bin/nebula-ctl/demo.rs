@@ -76,8 +76,7 @@ impl Demo {
                 }
             }
         }
-        let f = nebula_memory::features();
-        for (level, status) in &f.levels {
+        for (level, status) in nebula_memory::isolation::levels::levels() {
             if !status.available {
                 println!("[level unavailable] {level}: {}", status.lacks.join("; "));
             }
@@ -257,8 +256,7 @@ fn seccomp_strict() -> anyhow::Result<Outcome> {
 }
 
 fn process_available() -> Option<Outcome> {
-    let f = nebula_memory::features();
-    let l = &f.levels["process"];
+    let l = &nebula_memory::isolation::levels::levels()["process"];
     (!l.available)
         .then(|| Outcome::Skipped(format!("process level unavailable: {}", l.lacks.join("; "))))
 }

@@ -1,5 +1,7 @@
 use std::process::ExitCode;
 
+use nebula_memory::isolation::levels;
+
 /// What this host offers, and what each isolation level needs.
 ///
 /// The same answer the library uses to refuse a level, so "why was this refused" has one
@@ -28,10 +30,22 @@ impl Probe {
             );
         }
         let f = nebula_memory::features();
+        let levels = levels::levels();
         if self.json {
-            println!("{}", serde_json::to_string_pretty(f)?);
+            /// The host's features with each level's status beside them.
+            #[derive(serde::Serialize)]
+            struct Out<'a> {
+                #[serde(flatten)]
+                features: &'a nebula_memory::Features,
+                levels: &'a levels::Levels,
+            }
+            let out = Out {
+                features: f,
+                levels,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
         } else {
-            print!("{}", f.report());
+            print!("{}{}", f.report(), levels::report(levels));
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -87,8 +87,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::base::ContextId;
 use crate::error::IsolationError;
-use crate::isolation::ContextId;
 use crate::violation::{ViolationInfo, ViolationKind};
 
 /// Guest memory used when none is given: 256 MiB.
@@ -1364,6 +1364,45 @@ pub fn describe(cmd: &GuestCommand) -> String {
         s.push_str(&OsStr::new(a).to_string_lossy());
     }
     s
+}
+
+/// Whether the hardware level runs here, from what is installed and from the cached KVM
+/// probe (the probe itself boots a guest, so this never runs it: `nebula-ctl probe
+/// --hardware` or the first `Critical` context does).
+pub fn availability() -> crate::base::LevelStatus {
+    let on_path = |exe: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join(exe).is_file())
+    };
+    let mut lacks = Vec::new();
+    if !on_path("qemu-system-x86_64") {
+        lacks.push("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86, or tools/vm/deps.sh)".to_string());
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        lacks.push(
+            "no /bin/busybox for the guest's userland (apt-get install busybox-static)".to_string(),
+        );
+    }
+    let mut status = crate::base::LevelStatus::from_lacks(lacks);
+    if status.available {
+        let note = match cached_probe(&default_cache_dir()) {
+            Some(p) if p.kvm => format!(
+                "KVM works; start-up {:.1} s per context",
+                p.startup.as_secs_f64()
+            ),
+            Some(p) => format!(
+                "TCG only (software emulation, 10-50x slower; KVM: {}); start-up {:.1} s per context",
+                p.kvm_reason,
+                p.startup.as_secs_f64()
+            ),
+            None => {
+                "KVM not probed yet on this boot (nebula-ctl probe --hardware boots a test guest)"
+                    .into()
+            }
+        };
+        status.limited.push(note);
+    }
+    status
 }
 
 #[cfg(test)]

@@ -1971,6 +1971,30 @@ fn decode_result<T: DeserializeOwned>(
     }
 }
 
+/// Whether the process level runs here: it needs user namespaces; without cgroup v2 or
+/// Landlock it runs with those limits refused.
+pub fn availability(f: &crate::probe::Features) -> crate::base::LevelStatus {
+    let mut lacks = Vec::new();
+    if !f.user_namespaces.available {
+        lacks.push(format!(
+            "user namespaces: {}",
+            f.user_namespaces.reason.as_deref().unwrap_or("")
+        ));
+    }
+    let mut status = crate::base::LevelStatus::from_lacks(lacks);
+    if !f.cgroup_v2.available {
+        // The level still runs (namespaces, rlimits, privileges, seccomp); memory, CPU, I/O
+        // and pids limits are refused with this reason.
+        status.limited.push("no cgroup v2 memory controller: memory/cpu/io/pids limits are refused (see cgroup_v2.reason); RLIMIT_AS only when asked for".into());
+    }
+    if !f.landlock.available {
+        status
+            .limited
+            .push("no Landlock: --landlock is refused (see landlock.reason)".into());
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

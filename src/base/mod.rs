@@ -1,0 +1,7 @@
+//! The ground floor: the vocabulary every level shares. It imports nothing of the crate.
+
+mod id;
+mod level;
+
+pub use id::{ContextId, Permissions};
+pub use level::LevelStatus;
