@@ -207,77 +207,24 @@ impl CapsPlan {
     /// The first step that failed, with its errno (integers only: see
     /// [`CapsError::encode`]). The thread is then partly dropped; do not run the payload.
     pub fn apply_current_thread(&self) -> Result<(), CapsError> {
-        // 1. Bounding set, while CAP_SETPCAP is still effective.
-        for cap in 0..=self.last_cap {
-            if self.bounding & (1u64 << cap) != 0 {
-                continue;
-            }
-            let present =
-                sys::caps::bounding_contains(cap).map_err(|e| CapsError::DropBounding {
-                    cap,
-                    errno: e.raw_os_error(),
-                })?;
-            if present {
-                sys::caps::bounding_drop(cap).map_err(|e| CapsError::DropBounding {
-                    cap,
-                    errno: e.raw_os_error(),
-                })?;
-            }
-        }
-        // 2. Keep the permitted set across the uid change.
-        if self.uid.is_some() {
-            sys::caps::set_keepcaps(true).map_err(|e| CapsError::SetKeepCaps {
-                errno: e.raw_os_error(),
-            })?;
-        }
-        // 3. Groups and gid first: after setresuid the thread may lack CAP_SETGID.
-        if let Some(groups) = &self.groups {
-            sys::caps::set_groups(groups).map_err(|e| CapsError::SetGroups {
-                errno: e.raw_os_error(),
-            })?;
-        }
-        if let Some(gid) = self.gid {
-            sys::caps::set_res_gid(gid).map_err(|e| CapsError::SetResGid {
-                gid,
-                errno: e.raw_os_error(),
-            })?;
-        }
-        if let Some(uid) = self.uid {
-            sys::caps::set_res_uid(uid).map_err(|e| CapsError::SetResUid {
-                uid,
-                errno: e.raw_os_error(),
-            })?;
-        }
-        // 4. Permitted, inheritable, effective in one capset.
-        sys::caps::capset(sys::caps::CapMasks {
-            effective: self.effective,
+        self.as_sys()
+            .apply_current_thread()
+            .map_err(CapsError::from)
+    }
+
+    /// The plan as the plain data the child applies.
+    pub(crate) fn as_sys(&self) -> sys::caps::Plan<'_> {
+        sys::caps::Plan {
+            bounding: self.bounding,
             permitted: self.permitted,
+            effective: self.effective,
             inheritable: self.inheritable,
-        })
-        .map_err(|e| CapsError::SetCaps {
-            errno: e.raw_os_error(),
-        })?;
-        if self.uid.is_some() {
-            sys::caps::set_keepcaps(false).map_err(|e| CapsError::SetKeepCaps {
-                errno: e.raw_os_error(),
-            })?;
+            ambient: self.ambient,
+            last_cap: self.last_cap,
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.as_deref(),
         }
-        // 5. Ambient: nothing but what the plan raises.
-        sys::caps::ambient_clear_all().map_err(|e| CapsError::ClearAmbient {
-            errno: e.raw_os_error(),
-        })?;
-        for cap in 0..=self.last_cap {
-            if self.ambient & (1u64 << cap) != 0 {
-                sys::caps::ambient_raise(cap).map_err(|e| CapsError::RaiseAmbient {
-                    cap,
-                    errno: e.raw_os_error(),
-                })?;
-            }
-        }
-        // 6. no_new_privs: execve can no longer add privileges (setuid bits, file caps).
-        sys::seccomp::set_no_new_privs().map_err(|e| CapsError::SetNoNewPrivs {
-            errno: e.raw_os_error(),
-        })
     }
 }
 
@@ -440,6 +387,13 @@ impl CapsError {
     }
 }
 
+impl From<sys::caps::Failure> for CapsError {
+    fn from(f: sys::caps::Failure) -> Self {
+        // The two encodings are one: decoding what the child packed gives the variant.
+        CapsError::decode(f.encode()).unwrap_or(CapsError::SetCaps { errno: f.errno })
+    }
+}
+
 impl From<CapsError> for IsolationError {
     fn from(e: CapsError) -> Self {
         match e.errno() {
@@ -510,5 +464,30 @@ mod tests {
             .encode()
             .is_none()
         );
+    }
+
+    #[test]
+    fn the_childs_plain_failure_decodes_to_the_same_error() {
+        use crate::sys::caps::{Failure, Step};
+        for (step, detail) in [
+            (Step::DropBounding, 40),
+            (Step::SetKeepCaps, 0),
+            (Step::SetGroups, 0),
+            (Step::SetResGid, 4_000_000_000),
+            (Step::SetResUid, 65534),
+            (Step::SetCaps, 0),
+            (Step::ClearAmbient, 0),
+            (Step::RaiseAmbient, 10),
+            (Step::SetNoNewPrivs, 0),
+        ] {
+            let f = Failure {
+                step,
+                detail,
+                errno: libc::EPERM,
+            };
+            let e = CapsError::from(f);
+            assert_eq!(e.encode(), Some(f.encode()), "{step:?}");
+            assert_eq!(e.errno(), Some(libc::EPERM));
+        }
     }
 }

@@ -181,31 +181,21 @@ impl CompiledFilter {
     /// [`SeccompError::SetNoNewPrivs`] or [`SeccompError::InstallListener`] (integers only);
     /// [`SeccompError::InstallListener`] with `EINVAL` for [`Profile::None`] (no program).
     pub fn install_current_thread_with_listener(&self) -> Result<OwnedFd, SeccompError> {
-        if self.program.is_empty() {
-            return Err(SeccompError::InstallListener {
-                errno: libc::EINVAL,
-            });
-        }
-        sys::seccomp::set_no_new_privs().map_err(|e| SeccompError::SetNoNewPrivs {
-            errno: e.raw_os_error(),
-        })?;
-        sys::seccomp_notify::install_filter_with_listener(&self.program)
-            .map_err(|errno| SeccompError::InstallListener { errno })
+        self.as_sys()
+            .install_with_listener()
+            .map_err(SeccompError::from)
     }
 
     fn install(&self, tsync: bool) -> Result<(), SeccompError> {
-        if self.program.is_empty() {
-            return Ok(());
+        self.as_sys().install(tsync).map_err(SeccompError::from)
+    }
+
+    /// The filter as the plain data a raw-cloned child installs.
+    pub(crate) fn as_sys(&self) -> sys::seccomp::Program<'_> {
+        sys::seccomp::Program {
+            insns: &self.program,
+            notifies: self.notifies,
         }
-        sys::seccomp::set_no_new_privs().map_err(|e| SeccompError::SetNoNewPrivs {
-            errno: e.raw_os_error(),
-        })?;
-        sys::seccomp::install_filter(&self.program, tsync).map_err(|f| match f {
-            sys::seccomp::InstallFailure::Errno(errno) => {
-                SeccompError::InstallFilter { errno, tsync }
-            }
-            sys::seccomp::InstallFailure::ThreadSync(tid) => SeccompError::SyncThreads { tid },
-        })
     }
 }
 
@@ -401,5 +391,26 @@ mod tests {
             assert_eq!(back.to_string(), e.to_string());
         }
         assert!(SeccompError::decode(0).is_none());
+    }
+
+    #[test]
+    fn the_childs_plain_failure_decodes_to_the_same_error() {
+        use crate::sys::seccomp::Failure;
+        for f in [
+            Failure::SetNoNewPrivs(22),
+            Failure::InstallFilter {
+                errno: 13,
+                tsync: true,
+            },
+            Failure::InstallFilter {
+                errno: 12,
+                tsync: false,
+            },
+            Failure::SyncThreads(4242),
+            Failure::InstallListener(16),
+            Failure::SendListener(32),
+        ] {
+            assert_eq!(SeccompError::from(f).encode(), Some(f.encode()), "{f:?}");
+        }
     }
 }

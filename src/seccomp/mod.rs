@@ -796,6 +796,19 @@ impl SeccompError {
     }
 }
 
+impl From<crate::sys::seccomp::Failure> for SeccompError {
+    fn from(f: crate::sys::seccomp::Failure) -> Self {
+        use crate::sys::seccomp::Failure;
+        match f {
+            Failure::SetNoNewPrivs(errno) => SeccompError::SetNoNewPrivs { errno },
+            Failure::InstallFilter { errno, tsync } => SeccompError::InstallFilter { errno, tsync },
+            Failure::SyncThreads(tid) => SeccompError::SyncThreads { tid },
+            Failure::InstallListener(errno) => SeccompError::InstallListener { errno },
+            Failure::SendListener(errno) => SeccompError::SendListener { errno },
+        }
+    }
+}
+
 impl From<SeccompError> for IsolationError {
     fn from(e: SeccompError) -> Self {
         match e {

@@ -12,8 +12,7 @@ use rustix::event::{PollFd, PollFlags};
 use super::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscalls};
 use crate::sys::{scm, seccomp_notify};
 
-/// The tag byte of the `SCM_RIGHTS` message that carries a context's listener.
-pub const LISTENER_TAG: u8 = b'S';
+pub use crate::sys::seccomp_notify::LISTENER_TAG;
 
 /// How many supervisor-only descriptors [`SupervisorOnlyMark`] can register at once (about
 /// ten per live context).

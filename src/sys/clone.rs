@@ -267,28 +267,28 @@ pub struct SetupPlan {
 
 /// The privilege step, last before the workload runs: the order DESIGN.md gives is
 /// bounding set, keep-caps, uid/gid change, permitted/inheritable/effective, ambient,
-/// `no_new_privs` (all in [`crate::caps::CapsPlan::apply_current_thread`]), the Landlock
+/// `no_new_privs` (all in [`super::caps::Plan::apply_current_thread`]), the Landlock
 /// ruleset ([`super::landlock::RulesetPlan::apply_current_thread`]), then seccomp
-/// ([`crate::seccomp::CompiledFilter::install_current_thread`]). Both are built in the parent
-/// and documented as child-safe (allocation-free, raw system calls on prepared data).
+/// ([`super::seccomp::Program::install`]). All are built in the parent and documented as
+/// child-safe (allocation-free, raw system calls on prepared data).
 #[derive(Debug, Default)]
 pub struct Privileges<'a> {
     /// `prctl(PR_SET_NO_NEW_PRIVS, 1)` even without a capability plan or filter.
     pub no_new_privs: bool,
     /// The capability drop.
-    pub caps: Option<&'a crate::caps::CapsPlan>,
+    pub caps: Option<super::caps::Plan<'a>>,
     /// The Landlock ruleset, built and enforced after `no_new_privs`, before seccomp.
     pub landlock: Option<&'a super::landlock::RulesetPlan>,
     /// The seccomp filter, installed last.
-    pub seccomp: Option<&'a crate::seccomp::CompiledFilter>,
-    /// With a notifying `seccomp` filter ([`crate::seccomp::CompiledFilter::notifies`]):
+    pub seccomp: Option<super::seccomp::Program<'a>>,
+    /// With a notifying `seccomp` filter ([`super::seccomp::Program::notifies`]):
     /// where its listener goes. Without it such a filter is installed without a listener.
     pub seccomp_listener: Option<ListenerHandover<'a>>,
 }
 
 /// How a notifying filter's listener reaches the supervisor: installed with
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`, sent over `sock` with `SCM_RIGHTS` (tag
-/// [`crate::seccomp::notify::LISTENER_TAG`]), then the listener and `sock` are closed in the
+/// [`super::seccomp_notify::LISTENER_TAG`]), then the listener and `sock` are closed in the
 /// workload, so that nothing it runs can answer its own notifications. Between the install and
 /// the `execve` only `sendmsg`, `close` and `execve` (and `write`/`exit_group` on failure) are
 /// called: every profile allows them, so none of them is ever notified (a notified call before
@@ -300,7 +300,7 @@ pub struct ListenerHandover<'a> {
     /// Installed instead when the kernel refuses a listener with `EBUSY` (a filter with a
     /// listener is in this thread's chain already, e.g. nebula itself runs under another
     /// notifier): the same profile with kills as `KILL_PROCESS`, reported as a plain `SIGSYS`.
-    pub fallback: &'a crate::seccomp::CompiledFilter,
+    pub fallback: super::seccomp::Program<'a>,
 }
 
 /// What the workload process does just before it runs the workload.
@@ -559,11 +559,9 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
     if let Some(caps) = p.caps
         && let Err(e) = caps.apply_current_thread()
     {
-        return Err((Step::Capabilities, e.encode().unwrap_or(libc::EIO as u64)));
+        return Err((Step::Capabilities, e.encode()));
     }
-    if p.caps
-        .is_some_and(|c| c.target_uid().is_some() || c.target_gid().is_some())
-    {
+    if p.caps.is_some_and(|c| c.uid.is_some() || c.gid.is_some()) {
         // The uid change cleared the parent-death signal (see rearm_death_signal); it matters
         // when the workload is the context's top process (no pid namespace).
         // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
@@ -603,11 +601,11 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
     }
     if let Some(filter) = p.seccomp {
         let installed = match p.seccomp_listener {
-            Some(h) if filter.notifies() => install_and_hand_over(filter, h),
-            _ => filter.install_current_thread(),
+            Some(h) if filter.notifies => install_and_hand_over(filter, h),
+            _ => filter.install(false),
         };
         if let Err(e) = installed {
-            return Err((Step::Seccomp, e.encode().unwrap_or(libc::EIO as u64)));
+            return Err((Step::Seccomp, e.encode()));
         }
     }
     Ok(())
@@ -618,21 +616,19 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
 /// the fallback filter instead. Allocation-free: `seccomp`, `sendmsg` and `close` on
 /// prepared data.
 fn install_and_hand_over(
-    filter: &crate::seccomp::CompiledFilter,
+    filter: super::seccomp::Program<'_>,
     h: ListenerHandover<'_>,
-) -> Result<(), crate::seccomp::SeccompError> {
-    use crate::seccomp::SeccompError;
-    let listener = match filter.install_current_thread_with_listener() {
+) -> Result<(), super::seccomp::Failure> {
+    use super::seccomp::Failure;
+    let listener = match filter.install_with_listener() {
         Ok(l) => l,
-        Err(SeccompError::InstallListener { errno: libc::EBUSY }) => {
-            return h.fallback.install_current_thread();
-        }
+        Err(Failure::InstallListener(libc::EBUSY)) => return h.fallback.install(false),
         Err(e) => return Err(e),
     };
     let sent = super::scm::send_fd(
         h.sock,
         std::os::fd::AsFd::as_fd(&listener),
-        crate::seccomp::notify::LISTENER_TAG,
+        super::seccomp_notify::LISTENER_TAG,
     );
     // The supervisor holds its own copy now (SCM_RIGHTS duplicated the open file).
     drop(listener);
@@ -641,9 +637,7 @@ fn install_and_hand_over(
     // supervisor's plan and is never dropped here (the workload execs or _exits), so closing
     // the number now cannot close it twice.
     unsafe { libc::close(h.sock.as_raw_fd()) };
-    sent.map_err(|e| SeccompError::SendListener {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-    })
+    sent.map_err(|e| Failure::SendListener(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// Unblocks every signal and puts `SIGPIPE` back to its default (Rust's runtime ignores it,

@@ -126,3 +126,88 @@ pub fn install_filter(program: &[libc::sock_filter], tsync: bool) -> Result<(), 
         )),
     }
 }
+
+/// A compiled filter as plain data: its instructions and whether any of its verdicts is
+/// `SECCOMP_RET_USER_NOTIF` (so that it needs a listener).
+#[derive(Clone, Copy, Debug)]
+pub struct Program<'a> {
+    /// The classic-BPF instructions; empty means "no filter".
+    pub insns: &'a [libc::sock_filter],
+    /// Whether a verdict asks for user notification.
+    pub notifies: bool,
+}
+
+/// What failed while a [`Program`] was installed or its listener handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// `PR_SET_NO_NEW_PRIVS` (the errno).
+    SetNoNewPrivs(i32),
+    /// `seccomp(SECCOMP_SET_MODE_FILTER)` (the errno; whether with TSYNC).
+    InstallFilter {
+        /// The errno.
+        errno: i32,
+        /// Whether `SECCOMP_FILTER_FLAG_TSYNC` was asked for.
+        tsync: bool,
+    },
+    /// TSYNC could not synchronise this thread id.
+    SyncThreads(i32),
+    /// The install with `SECCOMP_FILTER_FLAG_NEW_LISTENER` (the errno).
+    InstallListener(i32),
+    /// Sending the listener to the supervisor (the errno).
+    SendListener(i32),
+}
+
+impl Failure {
+    /// Packs the failure into a `u64` for the pipe to the supervisor: a tag (1 to 6) in the
+    /// high 32 bits, the errno or thread id in the low 32.
+    pub fn encode(self) -> u64 {
+        let (tag, v): (u64, i32) = match self {
+            Failure::SetNoNewPrivs(errno) => (1, errno),
+            Failure::InstallFilter {
+                errno,
+                tsync: false,
+            } => (2, errno),
+            Failure::InstallFilter { errno, tsync: true } => (3, errno),
+            Failure::SyncThreads(tid) => (4, tid),
+            Failure::InstallListener(errno) => (5, errno),
+            Failure::SendListener(errno) => (6, errno),
+        };
+        tag << 32 | u64::from(v as u32)
+    }
+}
+
+impl Program<'_> {
+    /// Sets `no_new_privs`, then installs the program on the calling thread, or with `tsync`
+    /// on every thread of the process. An empty program installs nothing.
+    ///
+    /// Allocation-free and async-signal-safe: `prctl` and `seccomp` on prepared data.
+    ///
+    /// # Errors
+    /// The failed step (see [`install_filter`]).
+    pub fn install(&self, tsync: bool) -> Result<(), Failure> {
+        if self.insns.is_empty() {
+            return Ok(());
+        }
+        set_no_new_privs().map_err(|e| Failure::SetNoNewPrivs(e.raw_os_error()))?;
+        install_filter(self.insns, tsync).map_err(|f| match f {
+            InstallFailure::Errno(errno) => Failure::InstallFilter { errno, tsync },
+            InstallFailure::ThreadSync(tid) => Failure::SyncThreads(tid),
+        })
+    }
+
+    /// Sets `no_new_privs`, then installs the program on the calling thread with
+    /// `SECCOMP_FILTER_FLAG_NEW_LISTENER` and returns the listener (close-on-exec).
+    ///
+    /// Allocation-free like [`Program::install`].
+    ///
+    /// # Errors
+    /// `SetNoNewPrivs`, or `InstallListener` (`EINVAL` for an empty program).
+    pub fn install_with_listener(&self) -> Result<std::os::fd::OwnedFd, Failure> {
+        if self.insns.is_empty() {
+            return Err(Failure::InstallListener(libc::EINVAL));
+        }
+        set_no_new_privs().map_err(|e| Failure::SetNoNewPrivs(e.raw_os_error()))?;
+        super::seccomp_notify::install_filter_with_listener(self.insns)
+            .map_err(Failure::InstallListener)
+    }
+}

@@ -9,6 +9,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+/// The tag byte of the `SCM_RIGHTS` message that carries a context's listener.
+pub const LISTENER_TAG: u8 = b'S';
+
 /// Installs the classic-BPF `program` as a seccomp filter on the calling thread with
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER` and returns the listener the kernel created for it
 /// (close-on-exec). The caller must have set `no_new_privs` or hold `CAP_SYS_ADMIN`.

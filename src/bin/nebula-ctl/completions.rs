@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::CommandFactory;
-
 /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
 #[derive(clap::Args, Debug)]
 pub struct Completions {
@@ -10,8 +8,7 @@ pub struct Completions {
 }
 
 impl Completions {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        let mut cmd = crate::Cli::command();
+    pub fn run(self, mut cmd: clap::Command) -> anyhow::Result<ExitCode> {
         clap_complete::generate(self.shell, &mut cmd, "nebula-ctl", &mut std::io::stdout());
         Ok(ExitCode::SUCCESS)
     }
@@ -22,8 +19,8 @@ impl Completions {
 pub struct Man {}
 
 impl Man {
-    pub fn run(self) -> anyhow::Result<ExitCode> {
-        clap_mangen::Man::new(crate::Cli::command()).render(&mut std::io::stdout())?;
+    pub fn run(self, cmd: clap::Command) -> anyhow::Result<ExitCode> {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod completions;
 mod demo;
@@ -13,9 +13,9 @@ mod kill;
 mod list;
 mod probe;
 mod run;
-mod run_other;
 mod stats;
 mod top;
+mod units;
 
 /// Probe, run and watch nebula-memory isolation contexts.
 #[derive(Parser, Debug)]
@@ -54,8 +54,8 @@ fn main() -> ExitCode {
         Command::Stats(s) => s.run(),
         Command::Kill(k) => k.run(),
         Command::Top(t) => t.run(),
-        Command::Completions(c) => c.run(),
-        Command::Man(m) => m.run(),
+        Command::Completions(c) => c.run(Cli::command()),
+        Command::Man(m) => m.run(Cli::command()),
     };
     match result {
         Ok(code) => code,

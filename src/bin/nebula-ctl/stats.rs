@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use nebula_memory::isolation::process::registry::{Registries, RegistryError, Stats};
 
-use crate::run::human;
+use crate::units::human;
 
 /// Live statistics of a running context, by id (or a unique id prefix) or name.
 ///

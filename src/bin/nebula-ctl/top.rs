@@ -8,7 +8,7 @@ use nebula_memory::isolation::process::profile::parse_duration;
 use nebula_memory::isolation::process::registry::{Registries, Stats, terminal};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use crate::run::human;
+use crate::units::human;
 
 /// A live full-screen view of every running context (a user's own; root: every user's): memory against its limit as a bar, CPU,
 /// processes, OOM and limit events; refreshes every second, `q` quits.

@@ -971,10 +971,17 @@ impl ProcessIsolation {
             privileges: Privileges {
                 // landlock_restrict_self needs no_new_privs once CAP_SYS_ADMIN is dropped.
                 no_new_privs: self.config.no_new_privs || self.landlock.is_some(),
-                caps: self.caps.as_ref(),
+                caps: self.caps.as_ref().map(crate::caps::CapsPlan::as_sys),
                 landlock: self.landlock.as_ref(),
-                seccomp: self.filter.as_ref(),
-                seccomp_listener: fds.listener_handover(self.filter_fallback.as_ref()),
+                seccomp: self
+                    .filter
+                    .as_ref()
+                    .map(crate::seccomp::CompiledFilter::as_sys),
+                seccomp_listener: fds.listener_handover(
+                    self.filter_fallback
+                        .as_ref()
+                        .map(crate::seccomp::CompiledFilter::as_sys),
+                ),
             },
             cwd: self.cwd.clone(),
         }
@@ -1294,7 +1301,7 @@ impl Fds {
     /// Where the workload sends its seccomp listener, with the fallback filter.
     fn listener_handover<'a>(
         &'a self,
-        fallback: Option<&'a crate::seccomp::CompiledFilter>,
+        fallback: Option<crate::sys::seccomp::Program<'a>>,
     ) -> Option<sc::ListenerHandover<'a>> {
         let (_, child) = self.listener.as_ref()?;
         Some(sc::ListenerHandover {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nebula_memory::isolation::process::profile::RunProfile;
 
-use crate::run::{REFUSED, USAGE};
+use super::exit::{REFUSED, USAGE};
 
 /// The options of `p` that are set but do not apply to a level that takes only `allowed`.
 fn foreign_options(p: &RunProfile, allowed: &[&str]) -> Vec<&'static str> {

@@ -13,10 +13,11 @@ use nebula_memory::isolation::process::{
 use nebula_memory::seccomp::Profile as Seccomp;
 use nebula_memory::violation::ViolationKind;
 
-/// Exit code when nebula-ctl refuses or fails to create the context.
-pub const REFUSED: u8 = 125;
-/// Exit code for a usage error (bad flag, bad profile).
-pub const USAGE: u8 = 2;
+use crate::units::human;
+use exit::{REFUSED, USAGE, refuse};
+
+mod exit;
+mod other;
 
 /// Run a command in a process context (namespaces, cgroup v2 limits, seccomp, read-only root).
 ///
@@ -149,17 +150,6 @@ pub enum Level {
     Critical,
 }
 
-fn refuse(code: u8, e: &dyn std::error::Error) -> ExitCode {
-    let refused = if code == REFUSED { "refused: " } else { "" };
-    eprintln!("nebula-ctl: {refused}{e}");
-    let mut src = e.source();
-    while let Some(s) = src {
-        eprintln!("  caused by: {s}");
-        src = s.source();
-    }
-    ExitCode::from(code)
-}
-
 fn error_code(e: &ProcessError) -> u8 {
     match e {
         ProcessError::InvalidConfig(_) => USAGE,
@@ -222,10 +212,10 @@ impl Run {
         };
         let p = base.overlay(self.flags());
         if let Some(module) = &self.wasm {
-            return Ok(crate::run_other::wasm(&p, module, self.fuel, &self.command));
+            return Ok(other::wasm(&p, module, self.fuel, &self.command));
         }
         if self.level == Level::Critical {
-            return Ok(crate::run_other::critical(&p, &self.command));
+            return Ok(other::critical(&p, &self.command));
         }
         if p.uid.is_some_and(|(u, _)| u == 0) {
             eprintln!(
@@ -309,17 +299,6 @@ impl Run {
             outcome.status.shell_code().clamp(0, 255) as u8
         ))
     }
-}
-
-/// `64.0M`: a size with one decimal in the largest binary unit below it.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [(u32, &str); 5] = [(40, "T"), (30, "G"), (20, "M"), (10, "K"), (0, "B")];
-    for (shift, u) in UNITS {
-        if bytes >= 1u64 << shift && shift > 0 {
-            return format!("{:.1}{u}", bytes as f64 / (1u64 << shift) as f64);
-        }
-    }
-    format!("{bytes}B")
 }
 
 fn signal_name(sig: i32) -> String {
