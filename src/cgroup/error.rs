@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::Controller;
+use super::controller::Controller;
 use super::parse::ParseError;
 
 /// The filesystem magic of cgroup v2 (`CGROUP2_SUPER_MAGIC` in `linux/magic.h`).

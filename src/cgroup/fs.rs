@@ -16,7 +16,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
 use rustix::io::Errno;
 
-use super::error::CgroupError;
+use super::error::{CGROUP2_SUPER_MAGIC, CgroupError};
 
 /// A cgroup directory, open by fd, and the path it was opened at (for messages).
 #[derive(Debug)]
@@ -273,6 +273,63 @@ pub(crate) fn validate_name(name: &str) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Checks with `statfs(2)` that `path` is on a cgroup v2 filesystem.
+///
+/// # Errors
+///
+/// [`CgroupError::Statfs`] when the path cannot be examined; [`CgroupError::NotCgroup2`]
+/// naming the filesystem found otherwise (a cgroup v1 or hybrid `/sys/fs/cgroup` is tmpfs).
+pub fn verify_cgroup2(path: impl AsRef<Path>) -> Result<(), CgroupError> {
+    let path = path.as_ref();
+    let st = rustix::fs::statfs(path).map_err(|e| CgroupError::Statfs {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    // Magics are 32-bit; `f_type` is a signed word on some targets.
+    let found = (st.f_type as u64) & 0xffff_ffff;
+    if found != CGROUP2_SUPER_MAGIC {
+        return Err(CgroupError::NotCgroup2 {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// The controllers a cgroup directory offers to itself (`cgroup.controllers`), by kernel
+/// name, including ones this manager does not configure (`cpuset`, `hugetlb`, ...).
+///
+/// # Errors
+///
+/// As [`verify_cgroup2`]; [`CgroupError::Read`] when the file cannot be read.
+pub fn available_controllers(cgroup_dir: impl AsRef<Path>) -> Result<Vec<String>, CgroupError> {
+    let dir = cgroup_dir.as_ref();
+    verify_cgroup2(dir)?;
+    let path = dir.join("cgroup.controllers");
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
+    Ok(text.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The cgroup v2 path of process `pid` (`None` for the calling process) relative to the
+/// cgroup2 mount, from `/proc/<pid>/cgroup`, e.g. `/nebula/ctx-1`. `Ok(None)` when the process
+/// is in no v2 hierarchy.
+///
+/// # Errors
+///
+/// [`CgroupError::Read`] when the proc file cannot be read.
+pub fn process_cgroup(pid: Option<rustix::process::Pid>) -> Result<Option<String>, CgroupError> {
+    let path = match pid {
+        Some(p) => format!("/proc/{}/cgroup", p.as_raw_pid()),
+        None => "/proc/self/cgroup".to_owned(),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Ok(super::parse::parse_proc_cgroup(&text).map(str::to_owned))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -357,5 +414,24 @@ pub(crate) mod tests {
             let e = validate_name(bad).unwrap_err();
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
+    }
+
+    #[test]
+    fn refuses_what_is_not_cgroup2() {
+        // Reading only: statfs never changes anything. On a cgroup v1 or hybrid host
+        // /sys/fs/cgroup is a tmpfs; a temp directory is never cgroup2.
+        let tmp = std::env::temp_dir();
+        let e = verify_cgroup2(&tmp).unwrap_err();
+        assert!(matches!(e, CgroupError::NotCgroup2 { .. }), "{e}");
+        assert!(e.to_string().contains("is not a cgroup v2 mount"), "{e}");
+        let e = verify_cgroup2("/nonexistent/nebula").unwrap_err();
+        assert!(matches!(e, CgroupError::Statfs { .. }), "{e}");
+        assert!(available_controllers(&tmp).is_err());
+    }
+
+    #[test]
+    fn own_cgroup_is_readable() {
+        // Every Linux process has a /proc/self/cgroup; the v2 line may or may not exist.
+        process_cgroup(None).unwrap();
     }
 }

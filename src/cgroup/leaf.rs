@@ -11,15 +11,16 @@ use rustix::fs::{AtFlags, OFlags, unlinkat};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, kill_process};
 
+use super::controller::Controller;
 use super::error::CgroupError;
 use super::fs::{CgroupDir, Wake, poll_pri, read_from_start, write_once};
+use super::parse;
 use super::parse::{
     CgroupEvents, CpuMax, CpuStat, IoDevice, IoMax, Limit, MemoryEvents, ParseError, PidsEvents,
     PsiKind, PsiStats, parse_cpu_max, parse_flat_keyed, parse_io_stat, parse_limit, parse_psi,
     parse_u64,
 };
 use super::psi::PsiTrigger;
-use super::{Controller, parse};
 
 /// How long [`Drop`] waits for a killed leaf to empty before it tries `rmdir` anyway.
 const DROP_WAIT: Duration = Duration::from_secs(10);

@@ -64,6 +64,7 @@
 //! cgroup2 (4.5); `cgroup.kill` (5.14, else a per-pid `SIGKILL` fallback); `memory.peak`
 //! (5.19, else `None`); PSI triggers (5.2, `CONFIG_PSI`, not disabled with `psi=0`).
 
+mod controller;
 mod error;
 mod fs;
 mod leaf;
@@ -71,10 +72,9 @@ mod parse;
 mod psi;
 mod root;
 
-use std::fmt;
-use std::path::Path;
-
+pub use controller::Controller;
 pub use error::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, CgroupError};
+pub use fs::{available_controllers, process_cgroup, verify_cgroup2};
 pub use leaf::{EventFile, Leaf};
 pub use parse::{
     CPU_MAX_DEFAULT_PERIOD_USEC, CPU_MAX_MAX_PERIOD_USEC, CPU_MAX_MIN_USEC, CgroupEvents, CpuMax,
@@ -85,138 +85,3 @@ pub use parse::{
 };
 pub use psi::PsiTrigger;
 pub use root::CgroupRoot;
-
-/// A cgroup v2 controller that this manager enables and configures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Controller {
-    /// `memory`: `memory.max`, `memory.high`, `memory.swap.max`, events, PSI.
-    Memory,
-    /// `cpu`: `cpu.max` bandwidth and throttling statistics.
-    Cpu,
-    /// `io`: `io.max` per-device rate limits.
-    Io,
-    /// `pids`: `pids.max`, the number of processes and threads.
-    Pids,
-}
-
-impl Controller {
-    /// Every controller this manager knows, in the order it enables them.
-    pub const ALL: [Controller; 4] = [
-        Controller::Memory,
-        Controller::Cpu,
-        Controller::Io,
-        Controller::Pids,
-    ];
-
-    /// The kernel's name, as in `cgroup.controllers`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Controller::Memory => "memory",
-            Controller::Cpu => "cpu",
-            Controller::Io => "io",
-            Controller::Pids => "pids",
-        }
-    }
-
-    /// The controller with this kernel name, if this manager knows it.
-    pub fn from_name(name: &str) -> Option<Controller> {
-        Controller::ALL.into_iter().find(|c| c.name() == name)
-    }
-}
-
-impl fmt::Display for Controller {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Checks with `statfs(2)` that `path` is on a cgroup v2 filesystem.
-///
-/// # Errors
-///
-/// [`CgroupError::Statfs`] when the path cannot be examined; [`CgroupError::NotCgroup2`]
-/// naming the filesystem found otherwise (a cgroup v1 or hybrid `/sys/fs/cgroup` is tmpfs).
-pub fn verify_cgroup2(path: impl AsRef<Path>) -> Result<(), CgroupError> {
-    let path = path.as_ref();
-    let st = rustix::fs::statfs(path).map_err(|e| CgroupError::Statfs {
-        path: path.to_owned(),
-        source: e.into(),
-    })?;
-    // Magics are 32-bit; `f_type` is a signed word on some targets.
-    let found = (st.f_type as u64) & 0xffff_ffff;
-    if found != CGROUP2_SUPER_MAGIC {
-        return Err(CgroupError::NotCgroup2 {
-            path: path.to_owned(),
-            found,
-        });
-    }
-    Ok(())
-}
-
-/// The controllers a cgroup directory offers to itself (`cgroup.controllers`), by kernel
-/// name, including ones this manager does not configure (`cpuset`, `hugetlb`, ...).
-///
-/// # Errors
-///
-/// As [`verify_cgroup2`]; [`CgroupError::Read`] when the file cannot be read.
-pub fn available_controllers(cgroup_dir: impl AsRef<Path>) -> Result<Vec<String>, CgroupError> {
-    let dir = cgroup_dir.as_ref();
-    verify_cgroup2(dir)?;
-    let path = dir.join("cgroup.controllers");
-    let text =
-        std::fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
-    Ok(text.split_whitespace().map(str::to_owned).collect())
-}
-
-/// The cgroup v2 path of process `pid` (`None` for the calling process) relative to the
-/// cgroup2 mount, from `/proc/<pid>/cgroup`, e.g. `/nebula/ctx-1`. `Ok(None)` when the process
-/// is in no v2 hierarchy.
-///
-/// # Errors
-///
-/// [`CgroupError::Read`] when the proc file cannot be read.
-pub fn process_cgroup(pid: Option<rustix::process::Pid>) -> Result<Option<String>, CgroupError> {
-    let path = match pid {
-        Some(p) => format!("/proc/{}/cgroup", p.as_raw_pid()),
-        None => "/proc/self/cgroup".to_owned(),
-    };
-    let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read {
-        path: path.into(),
-        source,
-    })?;
-    Ok(parse_proc_cgroup(&text).map(str::to_owned))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn controller_names() {
-        for c in Controller::ALL {
-            assert_eq!(Controller::from_name(c.name()), Some(c));
-            assert_eq!(c.to_string(), c.name());
-        }
-        assert_eq!(Controller::from_name("cpuset"), None);
-    }
-
-    #[test]
-    fn refuses_what_is_not_cgroup2() {
-        // Reading only: statfs never changes anything. On a cgroup v1 or hybrid host
-        // /sys/fs/cgroup is a tmpfs; a temp directory is never cgroup2.
-        let tmp = std::env::temp_dir();
-        let e = verify_cgroup2(&tmp).unwrap_err();
-        assert!(matches!(e, CgroupError::NotCgroup2 { .. }), "{e}");
-        assert!(e.to_string().contains("is not a cgroup v2 mount"), "{e}");
-        let e = verify_cgroup2("/nonexistent/nebula").unwrap_err();
-        assert!(matches!(e, CgroupError::Statfs { .. }), "{e}");
-        assert!(available_controllers(&tmp).is_err());
-    }
-
-    #[test]
-    fn own_cgroup_is_readable() {
-        // Every Linux process has a /proc/self/cgroup; the v2 line may or may not exist.
-        process_cgroup(None).unwrap();
-    }
-}

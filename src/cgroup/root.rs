@@ -6,10 +6,11 @@ use std::sync::Arc;
 use rustix::fs::{Mode, mkdirat};
 use rustix::io::Errno;
 
+use super::controller::Controller;
 use super::error::CgroupError;
+use super::fs::verify_cgroup2;
 use super::fs::{CgroupDir, validate_name};
 use super::leaf::Leaf;
-use super::{Controller, verify_cgroup2};
 
 /// nebula's root cgroup (e.g. `/sys/fs/cgroup/nebula`): the parent of one [`Leaf`] per context.
 ///

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use super::{DomainId, PkeyError, PkruValue, Rights, Unsupported};
+use super::types::{DomainId, PkeyError, PkruValue, Rights, Unsupported};
 use crate::base::ContextId;
 
 /// Proof that protection keys work: cannot exist on this architecture.

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::{DomainId, PkeyError, PkruValue, Rights, Unsupported};
+use super::types::{DomainId, PkeyError, PkruValue, Rights, Unsupported};
 use crate::base::ContextId;
 use crate::sys::mm::{Mapping, Prot, page_size};
 use crate::sys::pkey as sys;

@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::HardwareError;
+use super::config::{HardwareError, next_serial};
 use super::sha256::{Sha256, hex};
 
 /// The static busybox the guest runs as its shell and `/init` interpreter.
@@ -264,11 +264,7 @@ pub(crate) fn cached(tree: &Tree, dir: &Path) -> Result<(PathBuf, bool), Hardwar
         source,
     };
     fs::create_dir_all(dir).map_err(write)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        super::next_serial()
-    ));
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), next_serial()));
     let res = fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(&tree.cpio()).and_then(|()| f.sync_data()))
         .and_then(|()| fs::rename(&tmp, &path)); // atomic publish
