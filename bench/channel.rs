@@ -113,7 +113,7 @@ fn main() {
     let (mut neb, mut copy) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        ch.send(a, &msg).unwrap();
+        ch.send_as(a, &msg).unwrap();
         black_box(ch.try_recv(b).unwrap());
         neb.push(t.elapsed().as_secs_f64());
         let t = Instant::now();

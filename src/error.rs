@@ -16,6 +16,22 @@ pub enum IsolationError {
     #[error("context {0} not found")]
     ContextNotFound(ContextId),
 
+    /// The context was terminated ([`MemoryIsolation::terminate_context`]); it allocates and
+    /// runs nothing more.
+    ///
+    /// [`MemoryIsolation::terminate_context`]: crate::isolation::MemoryIsolation::terminate_context
+    #[error("context {0} was terminated; it allocates and runs nothing more")]
+    ContextTerminated(ContextId),
+
+    /// An operation that acts as the thread's current context ran outside one.
+    #[error(
+        "{operation} needs a current context; Hint: call it inside IsolatedContext::execute, or name the context (send_as, try_recv)"
+    )]
+    NoCurrentContext {
+        /// The operation.
+        operation: &'static str,
+    },
+
     /// A configured limit would be exceeded; nothing was allocated.
     #[error(
         "context {context}: {limit} limit exceeded: {requested} requested, {used} in use, limit {max}"

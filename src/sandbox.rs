@@ -65,6 +65,46 @@ fn prot_of(p: Permissions) -> Prot {
     }
 }
 
+/// An address [`MemorySandbox::check_access`] takes: `usize`, `*const u8`, `*mut u8` or
+/// `NonNull<u8>`. Sealed.
+pub trait SandboxAddress: sealed::Sealed {
+    /// The address as a number.
+    fn addr(self) -> usize;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for usize {}
+    impl Sealed for *const u8 {}
+    impl Sealed for *mut u8 {}
+    impl Sealed for std::ptr::NonNull<u8> {}
+}
+
+impl SandboxAddress for usize {
+    fn addr(self) -> usize {
+        self
+    }
+}
+
+impl SandboxAddress for *const u8 {
+    fn addr(self) -> usize {
+        // The pointer's inherent `addr` (inherent methods win over this trait's).
+        self.addr()
+    }
+}
+
+impl SandboxAddress for *mut u8 {
+    fn addr(self) -> usize {
+        self.addr()
+    }
+}
+
+impl SandboxAddress for NonNull<u8> {
+    fn addr(self) -> usize {
+        self.as_ptr().addr()
+    }
+}
+
 /// A set of regions with one owner and one violation handler.
 pub struct MemorySandbox {
     owner: ContextId,
@@ -188,19 +228,49 @@ impl MemorySandbox {
         Ok(SandboxRegion { inner })
     }
 
-    /// Sets the handler for violations in this sandbox's regions; it runs on the violation
-    /// delivery thread, before the process aborts (fail-stop). Replaces the previous one.
+    /// Sets the handler for violations in this sandbox's regions. For a fault it runs on the
+    /// violation delivery thread, before the process aborts (fail-stop); for a refusal of
+    /// [`check_access`](Self::check_access) on the calling thread, and the caller goes on.
+    /// Replaces the previous one.
     pub fn set_violation_handler(&self, handler: impl Fn(&ViolationInfo) + Send + Sync + 'static) {
         *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
     }
 
     /// Checks whether `size` bytes at `ptr` lie inside one region of this sandbox whose
-    /// permissions allow some access, without touching them.
+    /// permissions allow some access, without touching them. `ptr` is an address or a
+    /// pointer (`usize`, `*const u8`, `*mut u8`, `NonNull<u8>`).
+    ///
+    /// A refusal is also reported, as the seed has it, to the handler set with
+    /// [`set_violation_handler`](Self::set_violation_handler): synchronously, on the calling
+    /// thread, with [`ViolationKind::AccessCheck`](crate::violation::ViolationKind::AccessCheck)
+    /// and the sandbox's owner as the context. Nothing was touched, so nothing aborts.
     ///
     /// # Errors
     /// [`IsolationError::AccessViolation`] naming why: outside every region, in a guard page,
     /// crossing a region's end, or a region whose permissions are none.
-    pub fn check_access(&self, ptr: usize, size: usize) -> Result<()> {
+    pub fn check_access(&self, ptr: impl SandboxAddress, size: usize) -> Result<()> {
+        let ptr = ptr.addr();
+        let Err(e) = self.check_span(ptr, size) else {
+            return Ok(());
+        };
+        let handler = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let (Some(handler), IsolationError::AccessViolation { reason, .. }) = (handler, &e) {
+            handler(&ViolationInfo {
+                address: Some(ptr),
+                kind: crate::violation::ViolationKind::AccessCheck {
+                    reason: reason.clone(),
+                },
+                region: None,
+                context: Some(self.owner),
+                thread_id: Some(rustix::thread::gettid().as_raw_nonzero().get()),
+                pid: None,
+                timestamp: std::time::SystemTime::now(),
+            });
+        }
+        Err(e)
+    }
+
+    fn check_span(&self, ptr: usize, size: usize) -> Result<()> {
         let deny = |reason: String| IsolationError::AccessViolation {
             address: ptr,
             reason,
@@ -253,6 +323,12 @@ impl SandboxRegion {
             .map
             .base()
             .map_addr(|a| a.saturating_add(self.inner.guard))
+    }
+
+    /// One past the last usable byte: the first byte of the trailing guard page.
+    pub fn end(&self) -> NonNull<u8> {
+        self.start()
+            .map_addr(|a| a.saturating_add(self.inner.capacity))
     }
 
     /// Usable bytes (a multiple of the page size).

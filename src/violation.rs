@@ -73,6 +73,12 @@ pub enum ViolationKind {
         /// Whether the access was a write (the page-fault error code), when known.
         write: Option<bool>,
     },
+    /// A span that [`MemorySandbox::check_access`](crate::sandbox::MemorySandbox::check_access)
+    /// refused; nothing was touched.
+    AccessCheck {
+        /// Why it was refused.
+        reason: String,
+    },
     /// A write to a write-protected (frozen) region, reported by userfaultfd.
     WriteToFrozen,
     /// A lazily populated region ran past its page budget (userfaultfd missing mode).

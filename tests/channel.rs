@@ -24,12 +24,12 @@ fn only_the_named_ends_may_use_it() {
     let (a, b) = pair();
     let intruder = ContextId::fresh();
     let ch = IsolatedChannel::<u32>::new(a, b, 4).unwrap();
-    assert!(matches!(ch.send(b, &1), Err(IsolationError::UnauthorizedSender(x)) if x == b));
+    assert!(matches!(ch.send_as(b, &1), Err(IsolationError::UnauthorizedSender(x)) if x == b));
     assert!(matches!(
-        ch.send(intruder, &1),
+        ch.send_as(intruder, &1),
         Err(IsolationError::UnauthorizedSender(_))
     ));
-    ch.send(a, &7).unwrap();
+    ch.send_as(a, &7).unwrap();
     assert!(matches!(ch.try_recv(a), Err(IsolationError::UnauthorizedReceiver(x)) if x == a));
     assert!(matches!(
         ch.recv_timeout(intruder, Duration::ZERO),
@@ -50,15 +50,15 @@ fn bounded_in_messages_and_bytes() {
         name: "j".into(),
         data: vec![1; n],
     };
-    ch.send(a, &job(10)).unwrap();
-    ch.send(a, &job(20)).unwrap();
+    ch.send_as(a, &job(10)).unwrap();
+    ch.send_as(a, &job(20)).unwrap();
     assert!(matches!(
-        ch.send(a, &job(30)),
+        ch.send_as(a, &job(30)),
         Err(IsolationError::ChannelFull { capacity: 2 })
     ));
     assert_eq!(ch.len(), 2);
     assert_eq!(ch.try_recv(b).unwrap().payload, job(10));
-    match ch.send(a, &job(2000)) {
+    match ch.send_as(a, &job(2000)) {
         Err(IsolationError::MessageTooLarge { size, max: 1024 }) => assert!(size > 2000),
         other => panic!("{other:?}"),
     }
@@ -77,7 +77,7 @@ fn messages_are_deep_copies_with_sender_and_time() {
         data: vec![9; 64],
     };
     let before = std::time::SystemTime::now();
-    ch.send(a, &original).unwrap();
+    ch.send_as(a, &original).unwrap();
     original.data.fill(0);
     original.name.push_str("-changed");
     let m = ch.try_recv(b).unwrap();
@@ -106,7 +106,7 @@ fn blocking_receive_waits_and_times_out() {
     let tx = ch.clone();
     let h = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(30));
-        tx.send(a, &"late".to_string()).unwrap();
+        tx.send_as(a, &"late".to_string()).unwrap();
     });
     assert_eq!(
         ch.recv_timeout(b, Duration::from_secs(10)).unwrap().payload,

@@ -560,7 +560,7 @@ fn monitors_fire_once_per_crossing_including_for_ancestors() {
     let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     let log = Arc::clone(&seen);
     parent
-        .set_monitor(0.9, move |s| {
+        .set_monitor_at(0.9, move |s| {
             log.lock().unwrap().push((s.name.clone(), s.memory_used))
         })
         .unwrap();
@@ -573,14 +573,52 @@ fn monitors_fire_once_per_crossing_including_for_ancestors() {
     let calls = seen.lock().unwrap().clone();
     assert_eq!(calls, vec![(parent.name().to_string(), 91 * 1024)]);
     assert!(
-        child.set_monitor(0.9, |_| {}).is_err(),
+        child.set_monitor_at(0.9, |_| {}).is_err(),
         "no limit of its own"
     );
-    assert!(parent.set_monitor(1.5, |_| {}).is_err());
+    assert!(parent.set_monitor_at(1.5, |_| {}).is_err());
     // Dropping the child falls below; crossing again fires again.
     drop(child);
     parent.allocate(1024).unwrap();
     let again = iso.create_context().with_parent(&parent).build().unwrap();
     again.allocate(45 * 1024).unwrap();
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_terminated_context_and_its_descendants_allocate_and_run_nothing_more() {
+    let iso = MemoryIsolation::new();
+    let parent = iso
+        .create_context()
+        .with_memory_limit(1 << 20)
+        .build()
+        .unwrap();
+    let child = iso.create_context().with_parent(&parent).build().unwrap();
+    let other = iso.create_context().build().unwrap();
+    parent.allocate(64).unwrap();
+    iso.terminate_context(parent.id()).unwrap();
+    for ctx in [&parent, &child] {
+        let id = ctx.id();
+        assert!(
+            matches!(ctx.allocate(64), Err(IsolationError::ContextTerminated(x)) if x == id),
+            "{id}"
+        );
+        assert!(matches!(
+            ctx.execute(|_| ()),
+            Err(IsolationError::ContextTerminated(x)) if x == id
+        ));
+    }
+    assert!(matches!(
+        iso.create_context().with_parent(&parent).build(),
+        Err(IsolationError::ContextTerminated(x)) if x == parent.id()
+    ));
+    // Nothing else is touched: a context outside the tree goes on.
+    other.allocate(64).unwrap();
+    other.execute(|_| ()).unwrap();
+    drop(other);
+    let gone = nebula_memory::isolation::ContextId::new();
+    assert!(matches!(
+        iso.terminate_context(gone),
+        Err(IsolationError::ContextNotFound(x)) if x == gone
+    ));
 }

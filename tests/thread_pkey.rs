@@ -347,7 +347,7 @@ fn helper_thread_isolation() {
         .with_affinity(&[0])
         .with_priority(5);
     let got = iso
-        .run_isolated(|t| {
+        .run_in_domain(|t| {
             assert!(ThreadIsolation::current().is_some());
             let own = t.domain().alloc_region(4096).unwrap();
             own.write(0, b"mine").unwrap();
@@ -370,7 +370,7 @@ fn helper_thread_isolation() {
     assert!(got.1, "own domain readable");
     assert!(!got.2, "an unshared domain is closed");
     assert_eq!(got.3, 5, "the thread's own nice value");
-    match iso.run_isolated(|_| panic!("boom")) {
+    match iso.run_in_domain(|_| panic!("boom")) {
         Err(IsolationError::ThreadPanicked(m)) => assert!(m.contains("boom")),
         other => panic!("expected ThreadPanicked, got {other:?}"),
     }
@@ -388,7 +388,7 @@ fn helper_thread_reads_unshared() {
     let set = DomainSet::new(&pk);
     let other = set.create_domain(None);
     let r = other.alloc_region(4096).unwrap();
-    let _ = ThreadIsolation::new(&set).run_isolated(|t| {
+    let _ = ThreadIsolation::new(&set).run_in_domain(|t| {
         say("isolated_tid", t.thread_id());
         let mut b = [0u8; 1];
         let _ = r.read(0, &mut b);
@@ -429,7 +429,7 @@ fn adversary(attack: impl FnOnce(&nebula_memory::pkey::DomainRegion) + Send) {
         let _in = victim.enter().unwrap();
         secret.write(0, b"secret").unwrap();
     }
-    let _ = ThreadIsolation::new(&set).run_isolated(|_| {
+    let _ = ThreadIsolation::new(&set).run_in_domain(|_| {
         say("started", 1);
         attack(&secret);
     });
@@ -529,7 +529,7 @@ fn helper_thread_seccomp() {
         .with_seccomp(nebula_memory::seccomp::Profile::Default)
         .unwrap();
     let (mode, unshare) = iso
-        .run_isolated(|_| {
+        .run_in_domain(|_| {
             // The default profile refuses new namespaces with EPERM (the kernel's answer).
             (seccomp_mode_of_this_thread(), try_unshare_uts())
         })

@@ -403,3 +403,32 @@ fn helper_report_and_cycles() {
     say("maps_delta", maps() as i64 - m0 as i64);
     say("fds_delta", fds() as i64 - f0 as i64);
 }
+
+#[test]
+fn a_refused_access_check_reaches_the_violation_handler_and_the_caller_goes_on() {
+    use nebula_memory::violation::ViolationKind;
+    let owner = nebula_memory::isolation::ContextId::new();
+    let sandbox = nebula_memory::sandbox::MemorySandbox::new(owner);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    sandbox.set_violation_handler(move |v| log.lock().unwrap().push(v.clone()));
+    let region = sandbox
+        .create_region(4096, nebula_memory::isolation::Permissions::READ)
+        .unwrap();
+    sandbox.check_access(region.start(), 16).unwrap();
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "an allowed check was reported"
+    );
+    let end = region.end();
+    assert!(sandbox.check_access(end, 1).is_err());
+    let v = seen.lock().unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].address, Some(end.as_ptr() as usize));
+    assert_eq!(v[0].context, Some(owner));
+    assert!(
+        matches!(&v[0].kind, ViolationKind::AccessCheck { reason } if reason.contains("guard page after")),
+        "{:?}",
+        v[0].kind
+    );
+}

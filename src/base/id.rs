@@ -8,6 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct ContextId(u64);
 
 impl ContextId {
+    /// A new id, unique in this process (the seed's name; the same as [`ContextId::fresh`]).
+    #[allow(clippy::new_without_default)] // a Default that minted a fresh id would surprise
+    pub fn new() -> ContextId {
+        ContextId::fresh()
+    }
+
     /// A new id, unique in this process.
     pub fn fresh() -> ContextId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -46,4 +52,9 @@ bitflags::bitflags! {
         /// Pages are executable.
         const EXECUTE = 4;
     }
+}
+
+impl Permissions {
+    /// No access at all (`PROT_NONE`): the seed's name for `Permissions::empty()`.
+    pub const NONE: Permissions = Permissions::empty();
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::base::ContextId;
+use crate::base::{ContextId, Permissions};
 use crate::error::{IsolationError, Result};
 
 /// A capability's identity; never reused within a process.
@@ -42,6 +42,21 @@ bitflags::bitflags! {
         const RECEIVE = 1 << 4;
         /// Delegate it further.
         const DELEGATE = 1 << 5;
+    }
+}
+
+/// What a capability names (free-form: `"channel:logs"`, `"file:/data"`); the seed's name.
+pub type ResourceId = String;
+
+impl From<Permissions> for CapPermissions {
+    /// A memory permission set as capability permissions: `READ`, `WRITE` and `EXECUTE`
+    /// each to the same-named bit.
+    fn from(p: Permissions) -> Self {
+        let mut c = CapPermissions::empty();
+        c.set(CapPermissions::READ, p.contains(Permissions::READ));
+        c.set(CapPermissions::WRITE, p.contains(Permissions::WRITE));
+        c.set(CapPermissions::EXECUTE, p.contains(Permissions::EXECUTE));
+        c
     }
 }
 
@@ -159,6 +174,36 @@ impl CapabilitySystem {
         self.insert(g, expires_at, None)
     }
 
+    /// The seed's grant: `permissions` on `resource` for `context`, for one hour and 100
+    /// uses (the seed's terms). It cannot fail: an empty permission set grants a capability
+    /// that permits nothing ([`grant`](Self::grant) refuses one as a likely mistake).
+    pub fn grant_capability(
+        &self,
+        context: ContextId,
+        resource: impl Into<ResourceId>,
+        permissions: impl Into<CapPermissions>,
+    ) -> CapabilityId {
+        let g = Grant::new(context, resource, permissions.into()).uses(100);
+        // An hour from now is always representable.
+        let expires_at = Instant::now().checked_add(Duration::from_secs(3600));
+        self.insert_unchecked(g, expires_at, None)
+    }
+
+    /// The seed's check: [`check`](Self::check) with the seed's argument order (no use is
+    /// taken). The errors come in this crate's order: an id never granted is
+    /// `CapabilityNotFound`, where the seed says `CapabilityNotOwned`.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub fn check_capability(
+        &self,
+        context: ContextId,
+        capability: CapabilityId,
+        requested: impl Into<CapPermissions>,
+    ) -> Result<()> {
+        self.check(capability, context, requested.into())
+    }
+
     fn insert(
         &self,
         g: Grant,
@@ -175,6 +220,15 @@ impl CapabilitySystem {
                 "a capability needs at least one permission".into(),
             ));
         }
+        Ok(self.insert_unchecked(g, expires_at, parent))
+    }
+
+    fn insert_unchecked(
+        &self,
+        g: Grant,
+        expires_at: Option<Instant>,
+        parent: Option<CapabilityId>,
+    ) -> CapabilityId {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let cap = Cap {
             owner: g.owner,
@@ -185,7 +239,7 @@ impl CapabilitySystem {
             parent,
         };
         self.write().insert(id, Arc::new(cap));
-        Ok(id)
+        id
     }
 
     /// The capability, checked in the documented order except for uses and permissions.

@@ -26,8 +26,14 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::context::IsolatedContext;
 use crate::base::ContextId;
 use crate::error::{IsolationError, Result};
+
+/// The calling thread's current context, for `operation`.
+fn current(operation: &'static str) -> Result<ContextId> {
+    IsolatedContext::current().ok_or(IsolationError::NoCurrentContext { operation })
+}
 
 /// Default limit on one encoded message: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
@@ -175,12 +181,32 @@ impl<T: Serialize + DeserializeOwned> IsolatedChannel<T> {
         self.queue.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The seed's send: a deep copy of `data`, sent as the context the calling thread is
+    /// executing in ([`IsolatedContext::execute`](super::IsolatedContext::execute)). The
+    /// sender is the context you hold and run in, not an id you pass, which makes it a
+    /// little stronger than [`send_as`](Self::send_as).
+    ///
+    /// # Errors
+    /// `NoCurrentContext` outside `execute`; otherwise as [`send_as`](Self::send_as).
+    pub fn send(&self, data: T) -> Result<()> {
+        self.send_as(current("send")?, &data)
+    }
+
+    /// The seed's receive: the oldest message's payload, received as the current context
+    /// (see [`send`](Self::send)), without waiting.
+    ///
+    /// # Errors
+    /// `NoCurrentContext` outside `execute`; otherwise as [`try_recv`](Self::try_recv).
+    pub fn receive(&self) -> Result<T> {
+        Ok(self.try_recv(current("receive")?)?.payload)
+    }
+
     /// Sends a deep copy of `value` as context `from`.
     ///
     /// # Errors
     /// `UnauthorizedSender` when `from` is not the sender; `MessageTooLarge`; `ChannelFull`
     /// when `capacity` messages are waiting (nothing is queued then).
-    pub fn send(&self, from: ContextId, value: &T) -> Result<()> {
+    pub fn send_as(&self, from: ContextId, value: &T) -> Result<()> {
         if from != self.sender {
             return Err(IsolationError::UnauthorizedSender(from));
         }

@@ -46,6 +46,10 @@ pub struct ContextConfig {
     pub permissions: Option<Permissions>,
     /// Deadline for [`IsolatedContext::execute`].
     pub timeout: Option<std::time::Duration>,
+    /// A CPU share; refused (a region context cannot enforce it).
+    pub cpu_limit: Option<f64>,
+    /// An I/O rate; refused (a region context cannot enforce it).
+    pub io_limit: Option<u64>,
 }
 
 /// The byte threshold of a usage monitor: `fraction` (in (0, 1]) of `limit`, or an
@@ -63,6 +67,12 @@ pub(crate) fn monitor_threshold(limit: Option<u64>, fraction: f64, who: &str) ->
     }
     Ok((limit as f64 * fraction).ceil() as u64)
 }
+
+/// Why a region context (or an in-process tenant) refuses a CPU limit.
+pub(crate) const REGION_CPU_REASON: &str = "threads of one process share the scheduler; CPU shares are enforced by cgroup v2 cpu.max on process contexts (ProcessTenants)";
+/// Why a region context (or an in-process tenant) refuses an I/O limit.
+pub(crate) const REGION_IO_REASON: &str =
+    "I/O bandwidth is enforced by cgroup v2 io.max on process contexts (ProcessTenants)";
 
 /// Region size used when neither a memory limit nor a region size is given: 64 MiB of
 /// address space (it costs no memory until used).
@@ -114,6 +124,29 @@ impl MemoryIsolation {
             .ok_or(IsolationError::ContextNotFound(id))
     }
 
+    /// Terminates a live context (the seed's answer to a violation): from now on its
+    /// `allocate*` calls and [`IsolatedContext::execute`] fail with
+    /// [`IsolationError::ContextTerminated`], and so do those of its descendants. Its memory
+    /// stays mapped until its owner drops it (slices it handed out may still be borrowed);
+    /// capabilities are not revoked ([`CapabilitySystem::revoke_all`](super::CapabilitySystem::revoke_all)).
+    ///
+    /// # Errors
+    /// [`IsolationError::ContextNotFound`] when no live context has this id.
+    pub fn terminate_context(&self, id: ContextId) -> Result<()> {
+        let map = self.registry.lock();
+        if map.get(&id).is_none_or(|w| w.strong_count() == 0) {
+            return Err(IsolationError::ContextNotFound(id));
+        }
+        // The context and every live descendant (they allocate through its budget), so that
+        // the allocation fast path reads one flag of its own.
+        for acct in map.values().filter_map(Weak::upgrade) {
+            if acct.descends_from(id) {
+                acct.terminated.store(true, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
     /// Ids of the contexts alive now, in creation order.
     pub fn contexts(&self) -> Vec<ContextId> {
         let map = self.registry.lock();
@@ -131,7 +164,7 @@ impl MemoryIsolation {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ContextStats {
     /// The context.
-    pub id: ContextId,
+    pub context_id: ContextId,
     /// Its name.
     pub name: String,
     /// Bytes charged to the budget: this context's allocations (16-byte granules, alignment
@@ -213,6 +246,8 @@ pub(crate) struct Account {
     monitor: Mutex<Option<Arc<Monitor>>>,
     permissions: Permissions,
     timeout: Option<Duration>,
+    /// Set by [`MemoryIsolation::terminate_context`]; checked by allocation and `execute`.
+    terminated: std::sync::atomic::AtomicBool,
     region: MemoryRegion,
 }
 
@@ -257,11 +292,28 @@ enum Refusal {
 }
 
 impl Account {
+    /// This context's id once it was terminated.
+    fn terminated_at(&self) -> Option<ContextId> {
+        self.terminated.load(Ordering::Acquire).then_some(self.id)
+    }
+
+    /// Whether `id` is this context or one of its ancestors.
+    fn descends_from(&self, id: ContextId) -> bool {
+        let mut a = Some(self);
+        while let Some(acct) = a {
+            if acct.id == id {
+                return true;
+            }
+            a = acct.parent.as_deref();
+        }
+        false
+    }
+
     pub(crate) fn stats(&self) -> ContextStats {
         let s = self.state.load(Ordering::Relaxed);
         let own = word::offset(s) as u64;
         ContextStats {
-            id: self.id,
+            context_id: self.id,
             name: self.name.clone(),
             memory_used: if s & word::HIER != 0 {
                 self.charged.load(Ordering::Relaxed)
@@ -634,8 +686,11 @@ impl IsolatedContext {
     /// As [`allocate`](Self::allocate); a non-power-of-two `align` is `InvalidConfig`.
     pub fn allocate_aligned(&self, size: usize, align: usize) -> Result<NonNull<u8>> {
         let a = &*self.acct;
-        if !a.permissions.contains(Permissions::WRITE) {
+        if !a.permissions.contains(Permissions::WRITE) || a.terminated.load(Ordering::Relaxed) {
             a.refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(id) = a.terminated_at() {
+                return Err(IsolationError::ContextTerminated(id));
+            }
             return Err(IsolationError::PermissionDenied {
                 context: a.id,
                 operation: "allocate",
@@ -768,7 +823,7 @@ impl IsolatedContext {
     ///
     /// # Errors
     /// `InvalidConfig` when the context has no memory limit or `fraction` is not in (0, 1].
-    pub fn set_monitor(
+    pub fn set_monitor_at(
         &self,
         fraction: f64,
         callback: impl Fn(&ContextStats) + Send + Sync + 'static,
@@ -784,6 +839,18 @@ impl IsolatedContext {
         a.monitored.store(true, Ordering::Release);
         a.check_monitor();
         Ok(())
+    }
+
+    /// The seed's monitor: calls `callback` once when the context's memory use crosses 90 %
+    /// of its memory limit ([`set_monitor_at`](Self::set_monitor_at) with `0.9`).
+    ///
+    /// # Errors
+    /// `InvalidConfig` when the context has no memory limit.
+    pub fn set_monitor(
+        &self,
+        callback: impl Fn(&ContextStats) + Send + Sync + 'static,
+    ) -> Result<()> {
+        self.set_monitor_at(0.9, callback)
     }
 
     /// Removes the monitor.
@@ -804,6 +871,9 @@ impl IsolatedContext {
     /// - [`IsolationError::DeadlineExceeded`] when `f` ran longer than the context's timeout
     ///   (its result is dropped).
     pub fn execute<R>(&self, f: impl FnOnce(&IsolatedContext) -> R) -> Result<R> {
+        if let Some(id) = self.acct.terminated_at() {
+            return Err(IsolationError::ContextTerminated(id));
+        }
         let prev = CURRENT.with(|c| c.replace(Some(self.acct.id)));
         let started = Instant::now();
         let out = catch_unwind(AssertUnwindSafe(|| f(self)));
@@ -875,9 +945,10 @@ impl<'p> ContextBuilder<'p> {
         self
     }
 
-    /// The budget in bytes, shared with descendants.
-    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
-        self.config.memory_limit = Some(bytes);
+    /// The budget in bytes, shared with descendants. Takes a value or an `Option` (a
+    /// [`ContextConfig`] field); `None` leaves the context without a budget.
+    pub fn with_memory_limit(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.config.memory_limit = bytes.into();
         self
     }
 
@@ -893,15 +964,34 @@ impl<'p> ContextBuilder<'p> {
         self
     }
 
-    /// The permission set (default `READ | WRITE`).
-    pub fn with_permissions(mut self, p: Permissions) -> Self {
-        self.config.permissions = Some(p);
+    /// The permission set (default `READ | WRITE`). Takes a value or an `Option`; `None`
+    /// means the default.
+    pub fn with_permissions(mut self, p: impl Into<Option<Permissions>>) -> Self {
+        self.config.permissions = p.into();
         self
     }
 
-    /// The deadline [`IsolatedContext::execute`] checks.
-    pub fn with_timeout(mut self, t: Duration) -> Self {
-        self.config.timeout = Some(t);
+    /// The deadline [`IsolatedContext::execute`] checks. Takes a value or an `Option`;
+    /// `None` means no deadline.
+    pub fn with_timeout(mut self, t: impl Into<Option<Duration>>) -> Self {
+        self.config.timeout = t.into();
+        self
+    }
+
+    /// A CPU share in CPUs (the seed's tenant limit). A region context runs on its caller's
+    /// thread and cannot enforce one, so [`build`](Self::build) refuses `Some` with
+    /// [`IsolationError::Unsupported`]; process tenants enforce it with cgroup v2 `cpu.max`
+    /// ([`ProcessTenants`](super::tenant_process::ProcessTenants)).
+    pub fn with_cpu_limit(mut self, cpus: impl Into<Option<f64>>) -> Self {
+        self.config.cpu_limit = cpus.into();
+        self
+    }
+
+    /// An I/O rate in operations per second (the seed's tenant limit). Refused by
+    /// [`build`](Self::build) like [`with_cpu_limit`](Self::with_cpu_limit); process tenants
+    /// enforce it with cgroup v2 `io.max`.
+    pub fn with_io_limit(mut self, iops: impl Into<Option<u64>>) -> Self {
+        self.config.io_limit = iops.into();
         self
     }
 
@@ -930,9 +1020,24 @@ impl<'p> ContextBuilder<'p> {
         if c.max_allocations == Some(0) {
             return bad("max_allocations 0: the context could never allocate");
         }
+        if c.cpu_limit.is_some() {
+            return Err(IsolationError::Unsupported {
+                feature: "a CPU limit on a region context",
+                reason: REGION_CPU_REASON.into(),
+            });
+        }
+        if c.io_limit.is_some() {
+            return Err(IsolationError::Unsupported {
+                feature: "an I/O limit on a region context",
+                reason: REGION_IO_REASON.into(),
+            });
+        }
         let perms = c
             .permissions
             .unwrap_or(Permissions::READ | Permissions::WRITE);
+        if let Some(id) = self.parent.and_then(|p| p.acct.terminated_at()) {
+            return Err(IsolationError::ContextTerminated(id));
+        }
         if let Some(p) = self.parent
             && !p.permissions().contains(perms)
         {
@@ -976,9 +1081,19 @@ impl<'p> ContextBuilder<'p> {
             monitor: Mutex::new(None),
             permissions: perms,
             timeout: c.timeout,
+            terminated: std::sync::atomic::AtomicBool::new(false),
             region,
         });
         self.registry.insert(id, &acct);
+        // A terminate_context of an ancestor that ran between the check above and the
+        // insert did not see this context: inherit its flag now.
+        if acct
+            .parent
+            .as_deref()
+            .is_some_and(|p| p.terminated_at().is_some())
+        {
+            acct.terminated.store(true, Ordering::Release);
+        }
         Ok(IsolatedContext {
             acct,
             registry: self.registry,

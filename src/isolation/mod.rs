@@ -40,11 +40,18 @@ pub mod thread;
 pub mod wasm;
 
 pub use crate::base::{ContextId, Permissions};
-pub use capability::{CapPermissions, CapabilityId, CapabilitySystem, Grant};
+pub use crate::error::{IsolationError, Result};
+pub use crate::sandbox::{MemorySandbox, SandboxRegion};
+pub use capability::{CapPermissions, CapabilityId, CapabilitySystem, Grant, ResourceId};
 pub use channel::{IsolatedChannel, Message};
 pub use context::{
     ContextBuilder, ContextConfig, ContextStats, DEFAULT_REGION_SIZE, IsolatedContext,
     MemoryIsolation,
 };
+pub use hardware::HardwareIsolation;
 pub use levels::{LevelIsolation, SecurityLevel};
+pub use process::ProcessIsolation;
 pub use tenant::{TenantLimits, TenantManager, TenantMetrics};
+pub use thread::ThreadIsolation;
+#[cfg(feature = "wasm")]
+pub use wasm::{WasmContext, WasmIsolation};

@@ -90,13 +90,13 @@ impl TenantManager {
         if limits.cpu.is_some() {
             return Err(IsolationError::Unsupported {
                 feature: "CPU limit for an in-process tenant",
-                reason: "threads of one process share the scheduler; CPU shares are enforced by cgroup v2 cpu.max on process contexts".into(),
+                reason: super::context::REGION_CPU_REASON.into(),
             });
         }
         if !limits.io.is_empty() {
             return Err(IsolationError::Unsupported {
                 feature: "I/O limit for an in-process tenant",
-                reason: "I/O bandwidth is enforced by cgroup v2 io.max on process contexts".into(),
+                reason: super::context::REGION_IO_REASON.into(),
             });
         }
         let Some(memory) = limits.memory else {
@@ -195,7 +195,7 @@ impl TenantManager {
         fraction: f64,
         callback: impl Fn(&ContextStats) + Send + Sync + 'static,
     ) -> Result<()> {
-        self.get(name)?.root.set_monitor(fraction, callback)
+        self.get(name)?.root.set_monitor_at(fraction, callback)
     }
 
     /// Removes a tenant (runs in progress keep its budget alive until they end).

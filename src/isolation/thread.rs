@@ -2,7 +2,7 @@
 //! PKRU opens only its own protection-key domain and the domains explicitly shared with it.
 //!
 //! ```text
-//!  run_isolated(f) ── spawns ──▶ thread: affinity, priority (setpriority on its tid)
+//!  run_in_domain(f) ─ spawns ──▶ thread: affinity, priority (setpriority on its tid)
 //!                                        own Domain (fresh), keys pinned: own + shared
 //!                                        WRPKRU: every key of the set denied but those
 //!                                        seccomp hook (this thread only), then f(&ctx)
@@ -151,13 +151,27 @@ impl<'s> ThreadIsolation<'s> {
         CURRENT.with(Cell::get)
     }
 
+    /// The seed's `run_isolated`: runs `f` on a fresh thread inside a fresh domain of the
+    /// set, exactly as [`run_in_domain`](Self::run_in_domain), for code that does not need
+    /// its thread's handle.
+    ///
+    /// # Errors
+    /// As [`run_in_domain`](Self::run_in_domain).
+    pub fn run_isolated<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        self.run_in_domain(|_| f())
+    }
+
     /// Runs `f` on a fresh thread inside a fresh domain of the set, with only that domain
     /// and the shared ones open; returns `f`'s result.
     ///
     /// # Errors
     /// [`IsolationError::ThreadPanicked`] when `f` panics; the key, affinity, priority and
     /// setup errors, before `f` runs.
-    pub fn run_isolated<T, F>(&self, f: F) -> Result<T>
+    pub fn run_in_domain<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&IsolatedThread<'_>) -> T + Send,
         T: Send,

@@ -849,6 +849,36 @@ impl ProcessIsolation {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> T,
     {
+        let (outcome, bytes, overflow) = self.spawn_closure(f)?.finish()?;
+        let limit = self.config.max_result_bytes;
+        let result = decode_result::<T>(&bytes, overflow, limit, outcome.status);
+        Ok(ClosureOutcome { result, outcome })
+    }
+
+    /// The seed's `create_isolated_process`: a context whose child has gone through every
+    /// isolation step of [`run_closure`](Self::run_closure) (namespaces, the cgroup leaf
+    /// where there is one, rlimits, privilege drop, Landlock, seccomp) and then waits,
+    /// idle, until it is killed. Returns the running context ([`Running::pid`],
+    /// [`Running::kill`], [`Running::wait`]); dropping it kills the context. The
+    /// configuration's wall-clock limit still applies.
+    ///
+    /// # Errors
+    ///
+    /// As [`run_closure`](Self::run_closure)'s start-up.
+    pub fn create_isolated_process(&self) -> Result<Running<'_>, ProcessError> {
+        self.spawn_closure(|| -> () {
+            loop {
+                std::thread::park();
+            }
+        })
+    }
+
+    /// `run_closure`'s start-up: the child runs `f` once released; the caller supervises.
+    fn spawn_closure<T, F>(&self, f: F) -> Result<Running<'_>, ProcessError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> T,
+    {
         let lease = self.lease_ids()?;
         let leaf = self.create_leaf()?;
         let fds =
@@ -896,10 +926,7 @@ impl ProcessIsolation {
             self.write_id_maps(pid, running.ids)?;
         }
         running.release(sc::GO)?;
-        let (outcome, bytes, overflow) = running.finish()?;
-        let limit = self.config.max_result_bytes;
-        let result = decode_result::<T>(&bytes, overflow, limit, outcome.status);
-        Ok(ClosureOutcome { result, outcome })
+        Ok(running)
     }
 
     fn create_leaf(&self) -> Result<Option<Leaf>, ProcessError> {
