@@ -11,7 +11,7 @@ use super::thread;
 #[cfg(feature = "wasm")]
 use super::wasm;
 pub use crate::base::LevelStatus;
-use crate::error::{IsolationError, Result};
+use crate::error::Result;
 
 /// Each level's status by name: `region`, `thread`, `process`, `wasm`, `hardware`.
 pub type Levels = BTreeMap<&'static str, LevelStatus>;
@@ -101,7 +101,7 @@ impl MemoryIsolation {
     /// machine.
     ///
     /// # Errors
-    /// [`IsolationError::Unsupported`] naming what this host or build lacks (the same
+    /// [`IsolationError::Unsupported`](crate::IsolationError::Unsupported) naming what this host or build lacks (the same
     /// answer as `nebula-ctl probe`): no PKU for `Low`, no user namespaces for `Medium`,
     /// a build without `wasm` for `High`; for `Critical`, no qemu or kernel (the first
     /// `Critical` on a host boot also probes whether KVM really works: 3 to 5 s, then cached).
@@ -120,7 +120,7 @@ impl MemoryIsolation {
                 Default::default(),
             )?)),
             #[cfg(not(feature = "wasm"))]
-            SecurityLevel::High => Err(IsolationError::Unsupported {
+            SecurityLevel::High => Err(crate::error::IsolationError::Unsupported {
                 feature: "the wasm level",
                 reason:
                     "this build has no `wasm` feature; rebuild with `cargo build --features wasm`"

@@ -21,7 +21,7 @@ pub const MIN_MEMORY: u64 = 80 << 20;
 /// How long the guest may take to boot to `/init` when no boot timeout is given (TCG).
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most bytes of stdout or stderr kept by [`Output::Capture`]; the rest is dropped (and
-/// counted in [`Outcome::output_dropped`]).
+/// counted in [`Outcome::output_dropped`](super::Outcome::output_dropped)).
 pub const MAX_CAPTURE: usize = 16 << 20;
 /// Most bytes of the kernel console kept for [`Outcome::console_tail`].
 pub(super) const CONSOLE_KEEP: usize = 64 << 10;
@@ -40,7 +40,7 @@ pub(crate) fn next_serial() -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
-    /// [`probe`] decides: KVM when a probe guest really booted under it, else TCG.
+    /// [`probe`](super::probe) decides: KVM when a probe guest really booted under it, else TCG.
     #[default]
     Auto,
     /// qemu's software emulation (`-accel tcg -cpu max`): slower, works everywhere.
@@ -88,7 +88,7 @@ pub enum Output {
     /// Written to the supervisor's own stream as it arrives.
     #[default]
     Inherit,
-    /// Collected into [`Outcome::stdout`] / [`Outcome::stderr`] (at most [`MAX_CAPTURE`]).
+    /// Collected into [`Outcome::stdout`](super::Outcome::stdout) / [`Outcome::stderr`](super::Outcome::stderr) (at most [`MAX_CAPTURE`]).
     Capture,
     /// Read and dropped.
     Null,

@@ -54,7 +54,7 @@ pub(crate) fn debian_kernel(cache: &Path) -> Result<PathBuf, HardwareError> {
     Ok(path)
 }
 
-/// What the accelerator probe found; [`probe`] returns it.
+/// What the accelerator probe found; [`probe`](super::probe) returns it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct HardwareProbe {
     /// KVM booted the probe guest to user space and back within the deadline.

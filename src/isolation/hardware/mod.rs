@@ -65,8 +65,8 @@
 //! it). An out-of-memory kill is read from the guest kernel's own report on its console
 //! ("Out of memory: Killed process"), a guest panic from "Kernel panic"; both also appear as
 //! [`Outcome::guest_panic`] / [`Outcome::oom_killed`]. Time-limit and out-of-memory events
-//! are returned as [`ViolationInfo`]s and passed to [`HardwareConfig::on_violation`].
-//! [`Outcome::error`] turns an outcome that did not succeed into an [`IsolationError`].
+//! are returned as [`ViolationInfo`](crate::violation::ViolationInfo)s and passed to [`HardwareConfig::on_violation`].
+//! [`Outcome::error`] turns an outcome that did not succeed into an [`IsolationError`](crate::IsolationError).
 
 mod config;
 mod initramfs;
