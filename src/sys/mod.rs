@@ -21,5 +21,4 @@ pub mod scm;
 pub mod seccomp;
 pub mod seccomp_notify;
 pub mod signal;
-pub mod tty;
 pub mod uffd;

@@ -14,6 +14,7 @@ mod list;
 mod probe;
 mod run;
 mod stats;
+mod terminal;
 mod top;
 mod units;
 

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nebula_memory::isolation::process::profile::parse_duration;
-use nebula_memory::isolation::process::registry::{Registries, Stats, terminal};
+use nebula_memory::isolation::process::registry::{Registries, Stats};
 use rustix::event::{PollFd, PollFlags, Timespec};
+
+use crate::terminal;
 
 use crate::units::human;
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::config::{HardwareError, next_serial};
-use super::sha256::{Sha256, hex};
+use sha2::{Digest, Sha256};
 
 /// The static busybox the guest runs as its shell and `/init` interpreter.
 pub(crate) const BUSYBOX: &str = "/bin/busybox";
@@ -104,26 +104,37 @@ impl Tree {
         Ok(())
     }
 
-    /// The SHA-256 of every entry (path, kind, mode, bytes), in path order.
+    /// The SHA-256 of every entry (path, kind, mode, bytes), in path order; each field is
+    /// prefixed with its length, so no two trees give the same input.
     pub(crate) fn digest(&self) -> String {
+        fn field(h: &mut Sha256, data: &[u8]) {
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(data);
+        }
         let mut h = Sha256::new();
-        h.field(b"nebula-initramfs-v1");
+        field(&mut h, b"nebula-initramfs-v1");
         for (path, data) in &self.entries {
-            h.field(path.as_bytes());
+            field(&mut h, path.as_bytes());
             match data {
-                Data::Dir => h.field(b"d"),
+                Data::Dir => field(&mut h, b"d"),
                 Data::File { bytes, mode } => {
-                    h.field(b"f");
-                    h.field(&mode.to_le_bytes());
-                    h.field(bytes);
+                    field(&mut h, b"f");
+                    field(&mut h, &mode.to_le_bytes());
+                    field(&mut h, bytes);
                 }
                 Data::Symlink(t) => {
-                    h.field(b"l");
-                    h.field(t.as_bytes());
+                    field(&mut h, b"l");
+                    field(&mut h, t.as_bytes());
                 }
             }
         }
-        hex(&h.finish())
+        h.finalize()
+            .iter()
+            .fold(String::with_capacity(64), |mut s, b| {
+                use std::fmt::Write;
+                let _ = write!(s, "{b:02x}");
+                s
+            })
     }
 
     /// The archive in `newc` format, terminated by `TRAILER!!!`.

@@ -71,7 +71,6 @@
 mod config;
 mod initramfs;
 mod kernel;
-mod sha256;
 mod vm;
 
 pub use config::{

@@ -73,10 +73,6 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{Leaf, MemoryEvents};
 use crate::error::IsolationError;
 
-/// Terminal control for the live view of the registry (`nebula-ctl top`): raw input mode and
-/// the window size, from the crate's syscall layer.
-pub use crate::sys::tty as terminal;
-
 /// The registry directory of root.
 pub const DEFAULT_DIR: &str = "/run/nebula";
 /// The environment variable that overrides the registry directory (for root and users).
