@@ -19,6 +19,9 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features wasm -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+	python3 tools/modgraph.py src/lib.rs --defs --tests >/dev/null || python3 tools/modgraph.py src/lib.rs --defs --tests
+	python3 tools/modgraph.py src/bin/nebula-ctl/main.rs --defs --tests >/dev/null || python3 tools/modgraph.py src/bin/nebula-ctl/main.rs --defs --tests
+	! grep -rn --include='*.rs' -E '^[^/]*\bcrate::' src/sys src/base
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """Module-level import graph of a Rust crate's src/ (crate::, super::, self::, child-module
 paths and `use` trees). Comments, string literals and #[cfg(test)] items are skipped.
-Usage: modgraph.py ROOT_FILE [--tests] [--collapse] [--edges]"""
+
+Usage: modgraph.py ROOT_FILE [--tests] [--defs] [--collapse] [--edges] [--lines] [--floors]
+  --tests     count #[cfg(test)] items too
+  --defs      a path through a `pub use` counts as an edge to the module that defines the item
+  --collapse  one node per folder (a wing) instead of one per file
+  --edges     print every module's targets; --lines: every edge with its line numbers
+  --floors    print the floors (longest path down) when there is no cycle
+Exits 1 when the graph has a cycle (`make lint` runs it on the library and on nebula-ctl)."""
 import os, re, sys
 from collections import defaultdict
 

@@ -2,6 +2,8 @@
 
 mod id;
 mod level;
+mod violation;
 
 pub use id::{ContextId, Permissions};
 pub use level::LevelStatus;
+pub use violation::{DeniedSyscall, Policy, ViolationInfo, ViolationKind};

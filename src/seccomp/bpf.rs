@@ -29,7 +29,7 @@ impl SeccompData {
     pub fn x86_64(nr: i32, args: [u64; 6]) -> Self {
         SeccompData {
             nr,
-            arch: super::AUDIT_ARCH_X86_64,
+            arch: super::table::AUDIT_ARCH_X86_64,
             instruction_pointer: 0,
             args,
         }

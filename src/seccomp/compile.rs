@@ -7,16 +7,15 @@ use std::os::fd::OwnedFd;
 use seccompiler::{SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
 use super::bpf::{self, SeccompData};
-use super::{AUDIT_ARCH_X86_64, Action, Profile, ProfileTable, SeccompError, X32_SYSCALL_BIT};
+use super::error::SeccompError;
+use super::table::{
+    AUDIT_ARCH_X86_64, Action, NOTIFY_SENTINEL_DATA, Profile, ProfileTable, X32_SYSCALL_BIT,
+};
 use crate::sys;
 
 /// The return value seccompiler is told to use for "no match"; every `ret` of it is
 /// rewritten into a jump to the next stage. `SECCOMP_RET_TRACE` is never a profile action.
 const NEXT_STAGE: u32 = libc::SECCOMP_RET_TRACE | 0xbeef;
-/// The data of the `SECCOMP_RET_TRACE` sentinel seccompiler is given for
-/// [`Action::UserNotif`] (it has no such action); every `ret` of it becomes
-/// `ret SECCOMP_RET_USER_NOTIF`.
-pub(super) const NOTIFY_SENTINEL_DATA: u16 = 0xbeed;
 const NOTIFY_SENTINEL: u32 = libc::SECCOMP_RET_TRACE | NOTIFY_SENTINEL_DATA as u32;
 
 const LD_W_ABS: u16 = 0x20;

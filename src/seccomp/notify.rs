@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use rustix::event::{PollFd, PollFlags};
 
-use super::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, syscalls};
+use super::syscalls;
+use super::table::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT};
 use crate::sys::{scm, seccomp_notify};
 
 pub use crate::sys::seccomp_notify::LISTENER_TAG;
@@ -110,16 +111,7 @@ pub(crate) fn close_in_forked_child(keep: &[i32]) -> io::Result<usize> {
     seccomp_notify::close_inherited_listeners()
 }
 
-/// A system call that a context's filter refused, as the kernel's notification named it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct DeniedSyscall {
-    /// The system call number (`seccomp_data.nr`).
-    pub nr: i32,
-    /// Its name, when `arch` is x86_64 and the number is in [`syscalls::X86_64`].
-    pub name: Option<&'static str>,
-    /// The `AUDIT_ARCH_*` of the call (`seccomp_data.arch`).
-    pub arch: u32,
-}
+pub use crate::base::DeniedSyscall;
 
 impl DeniedSyscall {
     /// From the kernel's `nr` and `arch`; the name is looked up for native calls only (the

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use super::syscalls;
-use super::{Action, ArgCmp, Case, CmpOp, Profile, ProfileTable, SyscallRule};
+use super::table::{Action, ArgCmp, Case, CmpOp, Profile, ProfileTable, SyscallRule};
 
 const EPERM: Action = Action::Errno(libc::EPERM as u16);
 const ENOSYS: Action = Action::Errno(libc::ENOSYS as u16);

@@ -16,15 +16,28 @@ use std::panic::AssertUnwindSafe;
 
 use serde::Serialize;
 
-use super::{Fds, Namespaces, ProcessIsolation};
-use crate::sys::clone::{self as sc, Prologue, Report, Step};
+use super::config::Namespaces;
+use super::fds::Fds;
+use crate::sys::clone::{self as sc, Prologue, Report, SetupPlan, Step, WorkloadPlan};
+
+/// What the child of a closure context does, prepared by the supervisor before the fork.
+pub(super) struct ClosurePlan<'a> {
+    /// The namespaces it unshares.
+    pub(super) namespaces: Namespaces,
+    /// The steps in the new namespaces (ids, hostname, mounts, loopback).
+    pub(super) setup: SetupPlan,
+    /// The workload's last steps (stdio, rlimits, cwd, privileges).
+    pub(super) workload: WorkloadPlan<'a>,
+    /// The largest result sent back.
+    pub(super) max_result_bytes: usize,
+}
 
 fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// Runs in C1, right after the fork; never returns.
-pub(super) fn closure_child<T, F>(iso: &ProcessIsolation, fds: &Fds, parent: i32, f: F) -> !
+pub(super) fn closure_child<T, F>(plan: &ClosurePlan<'_>, fds: &Fds, parent: i32, f: F) -> !
 where
     T: Serialize,
     F: FnOnce() -> T,
@@ -40,7 +53,7 @@ where
     }
     sc::prologue(&pro);
     sc::wait_for(pro.sync, sc::PLACED);
-    let ns = iso.config.namespaces;
+    let ns = plan.namespaces;
     if !ns.is_empty()
         && let Err(e) = sc::unshare(ns.bits())
     {
@@ -50,10 +63,9 @@ where
         sc::report(rep, Report::Unshared);
     }
     sc::wait_for(pro.sync, sc::GO);
-    let setup = iso.setup_plan();
     if !ns.contains(Namespaces::PID) {
-        sc::setup(&setup, rep, pro.sync);
-        run_workload(iso, fds, f);
+        sc::setup(&plan.setup, rep, pro.sync);
+        run_workload(plan, fds, f);
     }
     match sc::fork() {
         Ok(None) => {
@@ -64,9 +76,9 @@ where
                 parent_pid: None,
                 close: Vec::new(),
             });
-            sc::setup(&setup, rep, pro.sync);
+            sc::setup(&plan.setup, rep, pro.sync);
             match sc::fork() {
-                Ok(None) => run_workload(iso, fds, f),
+                Ok(None) => run_workload(plan, fds, f),
                 Ok(Some(w)) => sc::pid1_reap(w, rep),
                 Err(e) => sc::fail(rep, Step::ForkWorkload, 0, errno_of(&e)),
             }
@@ -100,7 +112,7 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) {
 }
 
 /// Runs in the workload process: the last steps, the closure, the result; never returns.
-fn run_workload<T, F>(iso: &ProcessIsolation, fds: &Fds, f: F) -> !
+fn run_workload<T, F>(plan: &ClosurePlan<'_>, fds: &Fds, f: F) -> !
 where
     T: Serialize,
     F: FnOnce() -> T,
@@ -110,8 +122,7 @@ where
     if let Some(sock) = fds.take_watch_child() {
         super::uffd_watch::child_start(sock);
     }
-    let plan = iso.workload_plan(fds);
-    sc::workload_steps(&plan, rep);
+    sc::workload_steps(&plan.workload, rep);
     let (msg, code): (Result<T, String>, i32) = match std::panic::catch_unwind(AssertUnwindSafe(f))
     {
         Ok(v) => (Ok(v), 0),
@@ -126,7 +137,7 @@ where
     if let Some(out) = fds.result_wr() {
         write_all(out, &(body.len() as u64).to_le_bytes());
         // An oversized result is announced by its length only; the supervisor refuses it.
-        if body.len() <= iso.config.max_result_bytes {
+        if body.len() <= plan.max_result_bytes {
             write_all(out, &body);
         }
     }

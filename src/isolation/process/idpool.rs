@@ -589,7 +589,7 @@ impl DeclaredPool {
             let me = std::process::id();
             let record = format!(
                 "holder={me} start={}\n",
-                super::registry::process_start_time(me as i32).unwrap_or(0)
+                super::procfs::process_start_time(me as i32).unwrap_or(0)
             );
             let write = |f: &mut File| -> io::Result<()> {
                 f.set_len(0)?;

@@ -182,13 +182,13 @@ pub fn watch(start: usize, len: usize) -> Result<(), WatchError> {
 /// Supervisor side: first the socket the userfaultfd arrives on, then the userfaultfd.
 #[derive(Debug)]
 pub(super) struct Watcher {
-    sock: Option<super::Private>,
-    uffd: Option<super::Private>,
+    sock: Option<super::fds::Private>,
+    uffd: Option<super::fds::Private>,
     pid: i32,
 }
 
 impl Watcher {
-    pub(super) fn new(sock: super::Private, pid: i32) -> Watcher {
+    pub(super) fn new(sock: super::fds::Private, pid: i32) -> Watcher {
         Watcher {
             sock: Some(sock),
             uffd: None,
@@ -210,7 +210,7 @@ impl Watcher {
         if let Some(sock) = &self.sock {
             match scm::recv_fd(sock.as_fd()) {
                 Ok(Some((TAG_UFFD, fd))) => {
-                    self.uffd = Some(super::private(fd));
+                    self.uffd = Some(super::fds::private(fd));
                     self.sock = None;
                 }
                 Ok(Some((_, _))) => {
