@@ -41,21 +41,20 @@
 //! (`#![deny(unsafe_code)]`).
 #![deny(unsafe_code)]
 
+pub mod admin;
+mod authority;
 mod base;
 pub mod caps;
 pub mod cgroup;
 pub mod error;
 pub mod isolation;
 pub mod landlock;
-pub mod pkey;
+mod memory;
 pub mod probe;
-pub mod region;
-pub mod sandbox;
 pub mod seccomp;
 mod sys;
-pub mod uffd;
-pub mod violation;
 
 pub use error::{IsolationError, Result};
+pub use memory::{pkey, region, sandbox, uffd, violation};
 pub use probe::{Features, features};
 pub use sys::mm::{Prot, page_size};

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nebula_memory::isolation::process::registry::{EntryLimits, Registry, user_fallback_dir};
+use nebula_memory::admin::registry::{EntryLimits, Registry, user_fallback_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nebula-ctl");
 const NOBODY: u32 = 65534;

@@ -26,11 +26,8 @@
 //! # Ok::<(), nebula_memory::IsolationError>(())
 //! ```
 
-pub mod capability;
-pub mod channel;
 mod context;
 pub mod hardware;
-pub mod ipc;
 pub mod levels;
 pub mod process;
 pub mod tenant;
@@ -39,6 +36,7 @@ pub mod thread;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 
+pub use crate::authority::{capability, channel, ipc};
 pub use crate::base::{ContextId, Permissions};
 pub use crate::error::{IsolationError, Result};
 pub use crate::sandbox::{MemorySandbox, SandboxRegion};

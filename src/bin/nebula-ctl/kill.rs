@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use nebula_memory::isolation::process::registry::{Registries, RegistryError};
+use nebula_memory::admin::registry::{Registries, RegistryError};
 
 /// Kill a running context, by id (or a unique id prefix) or name.
 ///

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
+use nebula_memory::admin::registry::{Registries, age};
 use nebula_memory::cgroup::{Limit, format_size};
-use nebula_memory::isolation::process::registry::{Registries, age};
 
 /// List the process contexts running now (started by any `nebula-ctl run`).
 ///

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use nebula_memory::isolation::process::registry::{Registries, RegistryError, Stats};
+use nebula_memory::admin::registry::{Registries, RegistryError, Stats};
 
 use crate::units::human;
 

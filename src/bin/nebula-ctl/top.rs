@@ -4,8 +4,8 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use nebula_memory::isolation::process::profile::parse_duration;
-use nebula_memory::isolation::process::registry::{Registries, Stats};
+use nebula_memory::admin::profile::parse_duration;
+use nebula_memory::admin::registry::{Registries, Stats};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::terminal;

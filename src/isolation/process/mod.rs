@@ -158,9 +158,7 @@ mod config;
 mod fds;
 pub mod idpool;
 mod outcome;
-mod procfs;
-pub mod profile;
-pub mod registry;
+pub(crate) mod procfs;
 pub mod uffd_watch;
 
 pub use config::MemoryPressureWatch;

@@ -3,9 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use nebula_memory::admin::profile::{self as pf, RunProfile, format_duration};
+use nebula_memory::admin::registry::{EntryLimits, Registry};
 use nebula_memory::cgroup::{CpuMax, IoMax, Limit, format_size};
-use nebula_memory::isolation::process::profile::{self as pf, RunProfile, format_duration};
-use nebula_memory::isolation::process::registry::{EntryLimits, Registry};
 use nebula_memory::isolation::process::{
     BindMount, Command, MemoryEnforcement, MemoryFallback, Network, Outcome, ProcessError,
     ProcessIsolation, TmpfsMount,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use nebula_memory::isolation::process::profile::RunProfile;
+use nebula_memory::admin::profile::RunProfile;
 
 use super::exit::{REFUSED, USAGE};
 

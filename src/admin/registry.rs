@@ -73,8 +73,9 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{Leaf, MemoryEvents};
 use crate::error::IsolationError;
 
-pub use super::procfs::process_start_time;
-use super::procfs::{ProcStat, proc_stat, proc_uids};
+use crate::isolation::process::IdRange;
+pub use crate::isolation::process::procfs::process_start_time;
+use crate::isolation::process::procfs::{ProcStat, proc_stat, proc_uids};
 
 /// The registry directory of root.
 pub const DEFAULT_DIR: &str = "/run/nebula";
@@ -272,7 +273,7 @@ pub struct Entry {
     pub cgroup: Option<PathBuf>,
     /// Its host ids: the range leased from nebula's pool (or the one id root inside maps to).
     #[serde(default)]
-    pub ids: Option<super::IdRange>,
+    pub ids: Option<IdRange>,
     /// Its limits.
     pub limits: EntryLimits,
     /// Start, in seconds since the epoch.
@@ -728,7 +729,7 @@ impl Registry {
         name: Option<String>,
         pid: i32,
         cgroup: Option<PathBuf>,
-        ids: Option<super::IdRange>,
+        ids: Option<IdRange>,
         limits: EntryLimits,
         command: Vec<String>,
     ) -> Result<Registration, RegistryError> {

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::context::IsolatedContext;
 use crate::base::ContextId;
 use crate::error::{IsolationError, Result};
+use crate::isolation::IsolatedContext;
 
 /// The calling thread's current context, for `operation`.
 fn current(operation: &'static str) -> Result<ContextId> {
@@ -182,7 +182,7 @@ impl<T: Serialize + DeserializeOwned> IsolatedChannel<T> {
     }
 
     /// The seed's send: a deep copy of `data`, sent as the context the calling thread is
-    /// executing in ([`IsolatedContext::execute`](super::IsolatedContext::execute)). The
+    /// executing in ([`IsolatedContext::execute`](IsolatedContext::execute)). The
     /// sender is the context you hold and run in, not an id you pass, which makes it a
     /// little stronger than [`send_as`](Self::send_as).
     ///

@@ -42,7 +42,7 @@ use crate::cgroup::{CpuMax, IoDevice, IoMax, Limit, parse_cpu_share, parse_size}
 use crate::error::IsolationError;
 use crate::seccomp::Profile as SeccompProfile;
 
-use super::config::{
+use crate::isolation::process::{
     BindMount, DEFAULT_TMP_SIZE, MemoryFallback, Network, ProcessConfig, TmpfsMount,
 };
 
@@ -731,7 +731,7 @@ impl RunProfile {
 
     /// The [`ProcessConfig`]: the strict default ([`ProcessConfig::new`]) with every option
     /// set here applied. Limits that need cgroup v2 are not checked here but by
-    /// [`super::ProcessIsolation::new`], which refuses what the host cannot enforce.
+    /// [`ProcessIsolation::new`](crate::isolation::process::ProcessIsolation::new), which refuses what the host cannot enforce.
     pub fn to_config(&self) -> ProcessConfig {
         let mut c = ProcessConfig::new();
         let l = &mut c.limits;
