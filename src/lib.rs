@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | region | [`isolation::IsolatedContext`], [`sandbox::MemorySandbox`] | mmap'd region, guard pages, atomic budgets | available |
 //! | thread (`Low`) | [`pkey::Domain`] on an [`isolation::thread::ThreadIsolation`] thread | `pkey_mprotect`, per-thread PKRU, seccomp thread filter | available on x86-64 with PKU |
-//! | process (`Medium`) | [`isolation::process::ProcessIsolation`] child | namespaces, cgroup v2 ([`cgroup`]), rlimits, [`caps`], [`seccomp`], [`landlock`] | available (cgroup limits where cgroup v2 is) |
+//! | process (`Medium`) | [`isolation::process::ProcessIsolation`] child | namespaces, cgroup v2 ([`cgroup`]), rlimits, [`privileges`], [`seccomp`], [`landlock`] | available (cgroup limits where cgroup v2 is) |
 //! | wasm (`High`) | `isolation::wasm::WasmIsolation` (feature `wasm`) | bounds checks, StoreLimits, fuel, epoch deadlines | available with the `wasm` feature |
 //! | hardware (`Critical`) | `isolation::hardware::HardwareIsolation` | a qemu microVM (nested paging under KVM, else TCG emulation) | available where qemu runs |
 //!
@@ -44,12 +44,12 @@
 pub mod admin;
 mod authority;
 mod base;
-pub mod caps;
 pub mod cgroup;
 pub mod error;
 pub mod isolation;
 pub mod landlock;
 mod memory;
+pub mod privileges;
 pub mod probe;
 pub mod seccomp;
 mod sys;

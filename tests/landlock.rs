@@ -17,11 +17,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Cmd, Output, Stdio as PStdio};
 
-use nebula_memory::caps::Capability;
 use nebula_memory::isolation::process::{
     Command, ProcessConfig, ProcessError, ProcessIsolation, Stdio,
 };
 use nebula_memory::landlock::Landlock;
+use nebula_memory::privileges::Capability;
 use nebula_memory::seccomp::Profile;
 
 const BIN: &str = env!("CARGO_BIN_EXE_nebula-ctl");

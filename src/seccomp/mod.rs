@@ -47,7 +47,7 @@
 //!   falls back; the clearly hostile ones (module loading, kexec, `reboot`, `iopl`/`ioperm`,
 //!   swap, `open_by_handle_at`, `lookup_dcookie`, a foreign architecture, x32) kill the whole
 //!   process with `SECCOMP_RET_KILL_PROCESS`, which the supervisor sees as `SIGSYS`.
-//! - The capability drop ([`crate::caps`]) does the privileged work first; the filter goes in
+//! - The privilege drop ([`crate::privileges`]) does the privileged work first; the filter goes in
 //!   last, right before the closure or `execve`.
 //! - `seccomp(2)` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` is `EPERM` in `default` and
 //!   `deny-network` (a workload may add filters of its own, never a listener; see below);

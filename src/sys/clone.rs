@@ -267,7 +267,7 @@ pub struct SetupPlan {
 
 /// The privilege step, last before the workload runs: the order DESIGN.md gives is
 /// bounding set, keep-caps, uid/gid change, permitted/inheritable/effective, ambient,
-/// `no_new_privs` (all in [`super::caps::Plan::apply_current_thread`]), the Landlock
+/// `no_new_privs` (all in [`super::privileges::Plan::apply_current_thread`]), the Landlock
 /// ruleset ([`super::landlock::RulesetPlan::apply_current_thread`]), then seccomp
 /// ([`super::seccomp::Program::install`]). All are built in the parent and documented as
 /// child-safe (allocation-free, raw system calls on prepared data).
@@ -276,7 +276,7 @@ pub struct Privileges<'a> {
     /// `prctl(PR_SET_NO_NEW_PRIVS, 1)` even without a capability plan or filter.
     pub no_new_privs: bool,
     /// The capability drop.
-    pub caps: Option<super::caps::Plan<'a>>,
+    pub caps: Option<super::privileges::Plan<'a>>,
     /// The Landlock ruleset, built and enforced after `no_new_privs`, before seccomp.
     pub landlock: Option<&'a super::landlock::RulesetPlan>,
     /// The seccomp filter, installed last.
@@ -466,16 +466,16 @@ pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>, sync: BorrowedFd<'_>) 
     // then waits on a futex of a thread that was starting or exiting at clone time, forever
     // (seen here under load: a context hung in `setxid_mark_thread` until its wall time).
     if plan.become_root {
-        if let Err(e) = super::caps::set_res_gid(0) {
+        if let Err(e) = super::privileges::set_res_gid(0) {
             fail(report_fd, Step::SetIds, 0, e.raw_os_error());
         }
-        if let Err(e) = super::caps::set_res_uid(0) {
+        if let Err(e) = super::privileges::set_res_uid(0) {
             fail(report_fd, Step::SetIds, 1, e.raw_os_error());
         }
         rearm_death_signal(report_fd, Some(sync));
     }
     if plan.drop_groups
-        && let Err(e) = super::caps::set_groups(&[])
+        && let Err(e) = super::privileges::set_groups(&[])
         && e != rustix::io::Errno::PERM
     {
         fail(report_fd, Step::SetGroups, 0, e.raw_os_error());

@@ -7,7 +7,6 @@
 //! `seccomp(2)`, `userfaultfd(2)`).
 #![allow(unsafe_code)]
 
-pub mod caps;
 pub mod clone;
 pub mod fd;
 pub mod landlock;
@@ -15,6 +14,7 @@ pub mod mm;
 pub mod mount;
 pub mod pkey;
 pub mod pkru;
+pub mod privileges;
 pub mod process;
 pub mod rlimit;
 pub mod scm;

@@ -275,10 +275,10 @@ pub struct ProcessConfig {
     /// seccomp filter set it too).
     pub no_new_privs: bool,
     /// Drop capabilities before the workload runs: every capability not in `keep_caps` leaves
-    /// the bounding, permitted, effective, inheritable and ambient sets ([`crate::caps`]).
+    /// the bounding, permitted, effective, inheritable and ambient sets ([`crate::privileges`]).
     pub drop_caps: bool,
     /// Capabilities kept when `drop_caps` is on.
-    pub keep_caps: Vec<crate::caps::Capability>,
+    pub keep_caps: Vec<crate::privileges::Capability>,
     /// The seccomp profile installed last before the workload runs ([`crate::seccomp`]).
     pub seccomp: crate::seccomp::Profile,
     /// Landlock, a second layer under the read-only root ([`crate::landlock`]): writes only

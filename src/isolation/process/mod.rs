@@ -135,7 +135,7 @@
 //! # Privileges
 //!
 //! The workload's last step before `execve` (or the closure) is the privilege step, in
-//! DESIGN.md's order: the capability drop ([`crate::caps::CapsPlan`], built in
+//! DESIGN.md's order: the capability drop ([`crate::privileges::PrivilegePlan`], built in
 //! [`ProcessIsolation::new`]: bounding set, permitted/effective/inheritable, ambient,
 //! `no_new_privs`), then, with [`ProcessConfig::landlock`], the Landlock ruleset (prepared in
 //! [`ProcessIsolation::new`], built inside the context's mounts: see [`crate::landlock`]),
@@ -276,7 +276,7 @@ pub struct ProcessIsolation {
     mounts: Vec<MountStep>,
     cwd: CString,
     hostname: Option<Vec<u8>>,
-    caps: Option<crate::caps::CapsPlan>,
+    caps: Option<crate::privileges::PrivilegePlan>,
     landlock: Option<crate::sys::landlock::RulesetPlan>,
     filter: Option<crate::seccomp::CompiledFilter>,
     /// With a notifying `filter`: the same profile with plain kills, for a kernel that
@@ -668,7 +668,7 @@ impl ProcessIsolation {
         let cwd = cstring("cwd", config.cwd.as_os_str())?;
         let hostname = config.hostname.as_ref().map(|h| h.as_bytes().to_vec());
         let caps = if config.drop_caps || config.user.is_some() {
-            let mut b = crate::caps::CapsPlan::drop_all();
+            let mut b = crate::privileges::PrivilegePlan::drop_all();
             if config.drop_caps {
                 for c in &config.keep_caps {
                     b = b.keep(*c);
@@ -1005,7 +1005,10 @@ impl ProcessIsolation {
             privileges: Privileges {
                 // landlock_restrict_self needs no_new_privs once CAP_SYS_ADMIN is dropped.
                 no_new_privs: self.config.no_new_privs || self.landlock.is_some(),
-                caps: self.caps.as_ref().map(crate::caps::CapsPlan::as_sys),
+                caps: self
+                    .caps
+                    .as_ref()
+                    .map(crate::privileges::PrivilegePlan::as_sys),
                 landlock: self.landlock.as_ref(),
                 seccomp: self
                     .filter
@@ -1710,7 +1713,7 @@ fn setup_error(
 fn privilege_error(step: Step, detail: i32, errno: i32) -> io::Error {
     let code = (u64::from(detail as u32) << 32) | u64::from(errno as u32);
     match step {
-        Step::Capabilities => match crate::caps::CapsError::decode(code) {
+        Step::Capabilities => match crate::privileges::PrivilegeError::decode(code) {
             Some(e) => io::Error::other(e),
             None => io::Error::from_raw_os_error(errno),
         },

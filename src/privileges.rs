@@ -1,16 +1,21 @@
 //! Dropping privileges in a process context: a plan computed in the parent, applied in the
 //! child between `clone` and the closure or `execve`.
 //!
+//! Linux calls the sets of `CAP_*` bits capabilities (capabilities(7)). This crate calls the
+//! drop a privilege plan, so that "capability" means one thing in its API: a grant of
+//! [`CapabilitySystem`](crate::isolation::CapabilitySystem). [`Capability`] is kept as the
+//! `caps` crate names one `CAP_*` bit.
+//!
 //! ## Overview
 //!
-//! [`CapsPlan::drop_all`] starts from "keep nothing"; [`CapsPlanBuilder::keep`] keeps a
-//! capability in the bounding, permitted and effective sets, [`CapsPlanBuilder::keep_ambient`]
+//! [`PrivilegePlan::drop_all`] starts from "keep nothing"; [`PrivilegePlanBuilder::keep`] keeps a
+//! capability in the bounding, permitted and effective sets, [`PrivilegePlanBuilder::keep_ambient`]
 //! also in the inheritable and ambient sets (so that it survives `execve` of an ordinary
-//! binary as a non-root uid), and [`CapsPlanBuilder::uid`], [`gid`](CapsPlanBuilder::gid) and
-//! [`groups`](CapsPlanBuilder::groups) choose the credentials. [`CapsPlanBuilder::build`]
+//! binary as a non-root uid), and [`PrivilegePlanBuilder::uid`], [`gid`](PrivilegePlanBuilder::gid) and
+//! [`groups`](PrivilegePlanBuilder::groups) choose the credentials. [`PrivilegePlanBuilder::build`]
 //! reads `cap_last_cap` and checks the plan (in the parent: it allocates and reads a file).
 //!
-//! [`CapsPlan::apply_current_thread`] runs in the child, allocation-free and
+//! [`PrivilegePlan::apply_current_thread`] runs in the child, allocation-free and
 //! async-signal-safe (raw system calls on the plan's pre-built data), in the order DESIGN.md
 //! gives, each step needing what the previous ones still leave:
 //!
@@ -35,10 +40,10 @@
 //! ## Examples
 //!
 //! ```no_run
-//! use nebula_memory::caps::{CapsPlan, Capability};
+//! use nebula_memory::privileges::{PrivilegePlan, Capability};
 //!
 //! // In the parent, before clone:
-//! let plan = CapsPlan::drop_all()
+//! let plan = PrivilegePlan::drop_all()
 //!     .keep_ambient(Capability::CAP_NET_BIND_SERVICE)
 //!     .uid(65534)
 //!     .gid(65534)
@@ -46,7 +51,7 @@
 //!     .build()?;
 //! // In the child, after clone, before the seccomp filter and execve:
 //! plan.apply_current_thread()?;
-//! # Ok::<(), nebula_memory::caps::CapsError>(())
+//! # Ok::<(), nebula_memory::privileges::PrivilegeError>(())
 //! ```
 
 use rustix::process::Gid;
@@ -61,7 +66,7 @@ pub type CapMask = u64;
 
 /// What to keep, and whom to become; built in the parent, applied in the child.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CapsPlan {
+pub struct PrivilegePlan {
     bounding: CapMask,
     permitted: CapMask,
     effective: CapMask,
@@ -73,9 +78,9 @@ pub struct CapsPlan {
     groups: Option<Box<[Gid]>>,
 }
 
-/// Builds a [`CapsPlan`]; start with [`CapsPlan::drop_all`].
+/// Builds a [`PrivilegePlan`]; start with [`PrivilegePlan::drop_all`].
 #[derive(Clone, Debug, Default)]
-pub struct CapsPlanBuilder {
+pub struct PrivilegePlanBuilder {
     keep: CapMask,
     ambient: CapMask,
     uid: Option<u32>,
@@ -83,7 +88,7 @@ pub struct CapsPlanBuilder {
     groups: Option<Vec<u32>>,
 }
 
-impl CapsPlanBuilder {
+impl PrivilegePlanBuilder {
     /// Keeps `cap` in the bounding, permitted and effective sets.
     pub fn keep(mut self, cap: Capability) -> Self {
         self.keep |= cap.bitmask();
@@ -123,11 +128,11 @@ impl CapsPlanBuilder {
     /// it. Call it in the parent.
     ///
     /// # Errors
-    /// [`CapsError::ReadLastCap`], or [`CapsError::UnknownCapability`] for a capability the
+    /// [`PrivilegeError::ReadLastCap`], or [`PrivilegeError::UnknownCapability`] for a capability the
     /// running kernel does not have.
-    pub fn build(self) -> Result<CapsPlan, CapsError> {
-        let last_cap =
-            sys::caps::cap_last_cap().map_err(|source| CapsError::ReadLastCap { source })?;
+    pub fn build(self) -> Result<PrivilegePlan, PrivilegeError> {
+        let last_cap = sys::privileges::cap_last_cap()
+            .map_err(|source| PrivilegeError::ReadLastCap { source })?;
         let known = if last_cap >= 63 {
             u64::MAX
         } else {
@@ -135,12 +140,12 @@ impl CapsPlanBuilder {
         };
         let unknown = self.keep & !known;
         if unknown != 0 {
-            return Err(CapsError::UnknownCapability {
+            return Err(PrivilegeError::UnknownCapability {
                 cap: unknown.trailing_zeros() as u8,
                 last_cap,
             });
         }
-        Ok(CapsPlan {
+        Ok(PrivilegePlan {
             bounding: self.keep,
             permitted: self.keep,
             effective: self.keep,
@@ -156,10 +161,10 @@ impl CapsPlanBuilder {
     }
 }
 
-impl CapsPlan {
+impl PrivilegePlan {
     /// A plan that keeps no capability and changes no id; add to it with the builder.
-    pub fn drop_all() -> CapsPlanBuilder {
-        CapsPlanBuilder::default()
+    pub fn drop_all() -> PrivilegePlanBuilder {
+        PrivilegePlanBuilder::default()
     }
 
     /// The bounding set after the drop.
@@ -205,16 +210,16 @@ impl CapsPlan {
     ///
     /// # Errors
     /// The first step that failed, with its errno (integers only: see
-    /// [`CapsError::encode`]). The thread is then partly dropped; do not run the payload.
-    pub fn apply_current_thread(&self) -> Result<(), CapsError> {
+    /// [`PrivilegeError::encode`]). The thread is then partly dropped; do not run the payload.
+    pub fn apply_current_thread(&self) -> Result<(), PrivilegeError> {
         self.as_sys()
             .apply_current_thread()
-            .map_err(CapsError::from)
+            .map_err(PrivilegeError::from)
     }
 
     /// The plan as the plain data the child applies.
-    pub(crate) fn as_sys(&self) -> sys::caps::Plan<'_> {
-        sys::caps::Plan {
+    pub(crate) fn as_sys(&self) -> sys::privileges::Plan<'_> {
+        sys::privileges::Plan {
             bounding: self.bounding,
             permitted: self.permitted,
             effective: self.effective,
@@ -231,11 +236,11 @@ impl CapsPlan {
 /// What went wrong while planning or applying a capability drop.
 ///
 /// The apply variants hold only integers: they are built in the child without allocating,
-/// and [`CapsError::encode`] packs one into a `u64` for the pipe to the supervisor
-/// ([`CapsError::decode`] unpacks).
+/// and [`PrivilegeError::encode`] packs one into a `u64` for the pipe to the supervisor
+/// ([`PrivilegeError::decode`] unpacks).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CapsError {
+pub enum PrivilegeError {
     /// `/proc/sys/kernel/cap_last_cap` could not be read.
     #[error("reading /proc/sys/kernel/cap_last_cap failed; Hint: is /proc mounted?")]
     ReadLastCap {
@@ -331,19 +336,19 @@ pub enum CapsError {
     },
 }
 
-impl CapsError {
+impl PrivilegeError {
     /// The errno of a child-side step, if this is one.
     pub fn errno(&self) -> Option<i32> {
         match *self {
-            CapsError::DropBounding { errno, .. }
-            | CapsError::SetKeepCaps { errno }
-            | CapsError::SetGroups { errno }
-            | CapsError::SetResGid { errno, .. }
-            | CapsError::SetResUid { errno, .. }
-            | CapsError::SetCaps { errno }
-            | CapsError::ClearAmbient { errno }
-            | CapsError::RaiseAmbient { errno, .. }
-            | CapsError::SetNoNewPrivs { errno } => Some(errno),
+            PrivilegeError::DropBounding { errno, .. }
+            | PrivilegeError::SetKeepCaps { errno }
+            | PrivilegeError::SetGroups { errno }
+            | PrivilegeError::SetResGid { errno, .. }
+            | PrivilegeError::SetResUid { errno, .. }
+            | PrivilegeError::SetCaps { errno }
+            | PrivilegeError::ClearAmbient { errno }
+            | PrivilegeError::RaiseAmbient { errno, .. }
+            | PrivilegeError::SetNoNewPrivs { errno } => Some(errno),
             _ => None,
         }
     }
@@ -352,57 +357,57 @@ impl CapsError {
     /// bits 16..48, the errno in the low 16 bits); `None` for the parent-side variants.
     pub fn encode(&self) -> Option<u64> {
         let (tag, detail): (u64, u32) = match *self {
-            CapsError::DropBounding { cap, .. } => (1, cap.into()),
-            CapsError::SetKeepCaps { .. } => (2, 0),
-            CapsError::SetGroups { .. } => (3, 0),
-            CapsError::SetResGid { gid, .. } => (4, gid),
-            CapsError::SetResUid { uid, .. } => (5, uid),
-            CapsError::SetCaps { .. } => (6, 0),
-            CapsError::ClearAmbient { .. } => (7, 0),
-            CapsError::RaiseAmbient { cap, .. } => (8, cap.into()),
-            CapsError::SetNoNewPrivs { .. } => (9, 0),
+            PrivilegeError::DropBounding { cap, .. } => (1, cap.into()),
+            PrivilegeError::SetKeepCaps { .. } => (2, 0),
+            PrivilegeError::SetGroups { .. } => (3, 0),
+            PrivilegeError::SetResGid { gid, .. } => (4, gid),
+            PrivilegeError::SetResUid { uid, .. } => (5, uid),
+            PrivilegeError::SetCaps { .. } => (6, 0),
+            PrivilegeError::ClearAmbient { .. } => (7, 0),
+            PrivilegeError::RaiseAmbient { cap, .. } => (8, cap.into()),
+            PrivilegeError::SetNoNewPrivs { .. } => (9, 0),
             _ => return None,
         };
         let errno = self.errno()? as u16;
         Some(tag << 56 | u64::from(detail) << 16 | u64::from(errno))
     }
 
-    /// Unpacks what [`CapsError::encode`] packed.
-    pub fn decode(code: u64) -> Option<CapsError> {
+    /// Unpacks what [`PrivilegeError::encode`] packed.
+    pub fn decode(code: u64) -> Option<PrivilegeError> {
         let errno = i32::from(code as u16);
         let detail = (code >> 16) as u32;
         let cap = u8::try_from(detail).ok();
         Some(match code >> 56 {
-            1 => CapsError::DropBounding { cap: cap?, errno },
-            2 => CapsError::SetKeepCaps { errno },
-            3 => CapsError::SetGroups { errno },
-            4 => CapsError::SetResGid { gid: detail, errno },
-            5 => CapsError::SetResUid { uid: detail, errno },
-            6 => CapsError::SetCaps { errno },
-            7 => CapsError::ClearAmbient { errno },
-            8 => CapsError::RaiseAmbient { cap: cap?, errno },
-            9 => CapsError::SetNoNewPrivs { errno },
+            1 => PrivilegeError::DropBounding { cap: cap?, errno },
+            2 => PrivilegeError::SetKeepCaps { errno },
+            3 => PrivilegeError::SetGroups { errno },
+            4 => PrivilegeError::SetResGid { gid: detail, errno },
+            5 => PrivilegeError::SetResUid { uid: detail, errno },
+            6 => PrivilegeError::SetCaps { errno },
+            7 => PrivilegeError::ClearAmbient { errno },
+            8 => PrivilegeError::RaiseAmbient { cap: cap?, errno },
+            9 => PrivilegeError::SetNoNewPrivs { errno },
             _ => return None,
         })
     }
 }
 
-impl From<sys::caps::Failure> for CapsError {
-    fn from(f: sys::caps::Failure) -> Self {
+impl From<sys::privileges::Failure> for PrivilegeError {
+    fn from(f: sys::privileges::Failure) -> Self {
         // The two encodings are one: decoding what the child packed gives the variant.
-        CapsError::decode(f.encode()).unwrap_or(CapsError::SetCaps { errno: f.errno })
+        PrivilegeError::decode(f.encode()).unwrap_or(PrivilegeError::SetCaps { errno: f.errno })
     }
 }
 
-impl From<CapsError> for IsolationError {
-    fn from(e: CapsError) -> Self {
+impl From<PrivilegeError> for IsolationError {
+    fn from(e: PrivilegeError) -> Self {
         match e.errno() {
             Some(errno) => IsolationError::System {
                 operation: format!("dropping capabilities: {e}"),
                 source: std::io::Error::from_raw_os_error(errno),
             },
             None => match e {
-                CapsError::ReadLastCap { source } => IsolationError::System {
+                PrivilegeError::ReadLastCap { source } => IsolationError::System {
                     operation: "reading /proc/sys/kernel/cap_last_cap".into(),
                     source,
                 },
@@ -418,7 +423,7 @@ mod tests {
 
     #[test]
     fn plan_sets_follow_keep_and_ambient() {
-        let p = CapsPlan::drop_all()
+        let p = PrivilegePlan::drop_all()
             .keep(Capability::CAP_CHOWN)
             .keep_ambient(Capability::CAP_NET_BIND_SERVICE)
             .uid(1000)
@@ -436,28 +441,28 @@ mod tests {
     #[test]
     fn child_errors_round_trip_through_a_u64() {
         for e in [
-            CapsError::DropBounding { cap: 40, errno: 1 },
-            CapsError::SetKeepCaps { errno: 1 },
-            CapsError::SetGroups { errno: 1 },
-            CapsError::SetResGid {
+            PrivilegeError::DropBounding { cap: 40, errno: 1 },
+            PrivilegeError::SetKeepCaps { errno: 1 },
+            PrivilegeError::SetGroups { errno: 1 },
+            PrivilegeError::SetResGid {
                 gid: 4_000_000_000,
                 errno: 22,
             },
-            CapsError::SetResUid {
+            PrivilegeError::SetResUid {
                 uid: 65534,
                 errno: 22,
             },
-            CapsError::SetCaps { errno: 1 },
-            CapsError::ClearAmbient { errno: 22 },
-            CapsError::RaiseAmbient { cap: 10, errno: 1 },
-            CapsError::SetNoNewPrivs { errno: 22 },
+            PrivilegeError::SetCaps { errno: 1 },
+            PrivilegeError::ClearAmbient { errno: 22 },
+            PrivilegeError::RaiseAmbient { cap: 10, errno: 1 },
+            PrivilegeError::SetNoNewPrivs { errno: 22 },
         ] {
-            let back = CapsError::decode(e.encode().unwrap()).unwrap();
+            let back = PrivilegeError::decode(e.encode().unwrap()).unwrap();
             assert_eq!(back.to_string(), e.to_string());
         }
-        assert!(CapsError::decode(0).is_none());
+        assert!(PrivilegeError::decode(0).is_none());
         assert!(
-            CapsError::UnknownCapability {
+            PrivilegeError::UnknownCapability {
                 cap: 50,
                 last_cap: 40
             }
@@ -468,7 +473,7 @@ mod tests {
 
     #[test]
     fn the_childs_plain_failure_decodes_to_the_same_error() {
-        use crate::sys::caps::{Failure, Step};
+        use crate::sys::privileges::{Failure, Step};
         for (step, detail) in [
             (Step::DropBounding, 40),
             (Step::SetKeepCaps, 0),
@@ -485,7 +490,7 @@ mod tests {
                 detail,
                 errno: libc::EPERM,
             };
-            let e = CapsError::from(f);
+            let e = PrivilegeError::from(f);
             assert_eq!(e.encode(), Some(f.encode()), "{step:?}");
             assert_eq!(e.errno(), Some(libc::EPERM));
         }

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
-use nebula_memory::caps::{Capability, CapsError, CapsPlan};
+use nebula_memory::privileges::{Capability, PrivilegeError, PrivilegePlan};
 
 const NOBODY: u32 = 65534;
 
@@ -131,7 +131,7 @@ fn helper_drop_to_nobody() {
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let before = status();
-    let plan = CapsPlan::drop_all()
+    let plan = PrivilegePlan::drop_all()
         .keep(Capability::CAP_CHOWN)
         .keep_ambient(Capability::CAP_NET_BIND_SERVICE)
         .uid(NOBODY)
@@ -244,7 +244,7 @@ fn helper_drop_all_as_root() {
     let Some(file) = helper_mode() else { return };
     // Give the file away first (still privileged), so that uid 0 does not own it.
     rustix::fs::chown(&file, Some(rustix::process::Uid::from_raw(NOBODY)), None).unwrap();
-    let plan = CapsPlan::drop_all().build().unwrap();
+    let plan = PrivilegePlan::drop_all().build().unwrap();
     plan.apply_current_thread().unwrap();
     let after = status();
     for f in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
@@ -283,15 +283,15 @@ fn helper_wrong_order() {
     // Lower the effective set first (the wrong order): the bounding-set drop, which needs
     // an effective CAP_SETPCAP, must fail with EPERM and say so.
     caps::clear(None, caps::CapSet::Effective).unwrap();
-    let plan = CapsPlan::drop_all().build().unwrap();
+    let plan = PrivilegePlan::drop_all().build().unwrap();
     let err = plan.apply_current_thread().unwrap_err();
     assert!(
-        matches!(err, CapsError::DropBounding { errno, .. } if errno == libc::EPERM),
+        matches!(err, PrivilegeError::DropBounding { errno, .. } if errno == libc::EPERM),
         "{err:?}"
     );
     assert!(err.to_string().contains("CAP_SETPCAP"), "{err}");
     // The encoded form survives the pipe to the supervisor.
-    let back = CapsError::decode(err.encode().unwrap()).unwrap();
+    let back = PrivilegeError::decode(err.encode().unwrap()).unwrap();
     assert_eq!(back.to_string(), err.to_string());
     let iso: nebula_memory::IsolationError = back.into();
     assert!(iso.to_string().contains("PR_CAPBSET_DROP"), "{iso}");
@@ -305,7 +305,7 @@ fn unknown_capability_is_refused_in_the_parent() {
         .trim()
         .parse()
         .unwrap();
-    let plan = CapsPlan::drop_all()
+    let plan = PrivilegePlan::drop_all()
         .keep(Capability::CAP_CHECKPOINT_RESTORE)
         .build();
     if last >= 40 {
@@ -313,7 +313,7 @@ fn unknown_capability_is_refused_in_the_parent() {
     } else {
         assert!(matches!(
             plan,
-            Err(CapsError::UnknownCapability { cap: 40, .. })
+            Err(PrivilegeError::UnknownCapability { cap: 40, .. })
         ));
     }
 }
