@@ -3,6 +3,7 @@
 //! that reports their faults. Their public paths are the crate root's (`nebula_memory::pkey`,
 //! `nebula_memory::sandbox`, ...).
 
+pub(crate) mod guarded;
 pub mod pkey;
 pub mod region;
 pub mod sandbox;

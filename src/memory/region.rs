@@ -23,7 +23,8 @@ use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::sys::mm::{Mapping, Prot, page_size};
+use super::guarded::{Guarded, GuardedError};
+use crate::sys::mm::{Prot, page_size};
 
 /// The smallest amount committed at once (64 KiB): fewer `mprotect` calls, bounded waste.
 pub const COMMIT_CHUNK: usize = 64 * 1024;
@@ -41,9 +42,7 @@ pub fn round_up_to_page(n: usize) -> Option<usize> {
 /// A region: guard page, `capacity` usable bytes, guard page; committed on demand.
 #[derive(Debug)]
 pub struct MemoryRegion {
-    map: Mapping,
-    guard: usize,
-    capacity: usize,
+    map: Guarded,
     prot: Prot,
     committed: AtomicUsize,
     commit_lock: Mutex<()>,
@@ -56,18 +55,12 @@ impl MemoryRegion {
     /// # Errors
     /// The `mmap` error; `EINVAL` when `size` is 0 or overflows.
     pub fn reserve(size: usize, prot: Prot) -> std::io::Result<MemoryRegion> {
-        let inval = || std::io::Error::from_raw_os_error(libc::EINVAL);
-        if size == 0 {
-            return Err(inval());
-        }
-        let guard = page_size();
-        let capacity = round_up_to_page(size).ok_or_else(inval)?;
-        let len = capacity.checked_add(2 * guard).ok_or_else(inval)?;
-        let map = Mapping::reserve(len)?;
+        let map = Guarded::reserve(size).map_err(|e| match e {
+            GuardedError::InvalidSize => std::io::Error::from_raw_os_error(libc::EINVAL),
+            GuardedError::Map { source, .. } => source,
+        })?;
         Ok(MemoryRegion {
             map,
-            guard,
-            capacity,
             prot,
             committed: AtomicUsize::new(0),
             commit_lock: Mutex::new(()),
@@ -76,13 +69,12 @@ impl MemoryRegion {
 
     /// The first usable byte (just past the leading guard page).
     pub fn start(&self) -> NonNull<u8> {
-        // The guard offset is inside the mapping (len = capacity + 2 guards).
-        self.map.base().map_addr(|a| a.saturating_add(self.guard))
+        self.map.start()
     }
 
     /// Usable bytes (a multiple of the page size).
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.map.capacity()
     }
 
     /// Bytes currently committed (accessible); the rest of the reservation faults.
@@ -92,29 +84,27 @@ impl MemoryRegion {
 
     /// The guard page size (one page on each side).
     pub fn guard_len(&self) -> usize {
-        self.guard
+        self.map.guard_len()
     }
 
     /// Whether `addr..addr+len` lies inside the usable part of the region.
     pub fn contains(&self, addr: usize, len: usize) -> bool {
         let start = self.start().addr().get();
         match (addr.checked_sub(start), addr.checked_add(len)) {
-            (Some(_), Some(end)) => end <= start + self.capacity,
+            (Some(_), Some(end)) => end <= start + self.capacity(),
             _ => false,
         }
     }
 
     /// Whether `addr` falls in one of the two guard pages.
     pub fn in_guard(&self, addr: usize) -> bool {
-        let base = self.map.base().addr().get();
-        let end = base + self.map.len();
-        (base..base + self.guard).contains(&addr) || (end - self.guard..end).contains(&addr)
+        self.map.in_guard(addr)
     }
 
     /// A pointer `offset` bytes past the start (`offset <= capacity`).
     #[inline]
     pub(crate) fn at(&self, offset: usize) -> NonNull<u8> {
-        debug_assert!(offset <= self.capacity);
+        debug_assert!(offset <= self.capacity());
         self.start().map_addr(|a| a.saturating_add(offset))
     }
 
@@ -140,10 +130,10 @@ impl MemoryRegion {
         }
         let want = end.max(have.saturating_mul(2)).max(COMMIT_CHUNK);
         let want = round_up_to_page(want)
-            .unwrap_or(self.capacity)
-            .min(self.capacity);
+            .unwrap_or(self.capacity())
+            .min(self.capacity());
         self.map
-            .protect(self.guard + have, want - have, self.prot)
+            .protect(have, want - have, self.prot)
             .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))?;
         self.committed.store(want, Ordering::Release);
         Ok(())
@@ -161,6 +151,8 @@ impl MemoryRegion {
     /// # Errors
     /// The `madvise` error.
     pub(crate) fn release(&self) -> std::io::Result<()> {
-        self.map.discard(self.guard, self.committed())
+        self.map
+            .mapping()
+            .discard(self.map.guard_len(), self.committed())
     }
 }

@@ -46,10 +46,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use super::guarded::{Guarded, GuardedError};
 use crate::base::{ContextId, Permissions};
 use crate::error::{IsolationError, Result};
-use crate::sys::mm::{Mapping, Prot, page_size};
-use crate::violation::{self, RegionSpec, Registration, Sink, ViolationInfo};
+use crate::sys::mm::Prot;
+use crate::violation::{self, Registration, Sink, ViolationInfo};
 
 fn prot_of(p: Permissions) -> Prot {
     let (w, x) = (
@@ -123,7 +124,7 @@ pub struct SandboxRegion {
 struct Inner {
     // Declared before `map`: leaves the registry before the memory is unmapped.
     registration: Registration,
-    map: Mapping,
+    map: Guarded,
     guard: usize,
     capacity: usize,
     owner: ContextId,
@@ -133,7 +134,7 @@ struct Inner {
 
 impl Inner {
     fn start(&self) -> usize {
-        self.map.base().addr().get() + self.guard
+        self.map.start_addr()
     }
     fn perms(&self) -> Permissions {
         Permissions::from_bits_truncate(self.perms.load(Ordering::Acquire))
@@ -188,31 +189,19 @@ impl MemorySandbox {
         size: usize,
         perms: Permissions,
     ) -> Result<SandboxRegion> {
-        let guard = page_size();
-        let capacity = (size != 0)
-            .then(|| crate::region::round_up_to_page(size))
-            .flatten()
-            .ok_or_else(|| {
+        let map = Guarded::reserve(size).map_err(|e| match e {
+            GuardedError::InvalidSize => {
                 IsolationError::InvalidConfig(format!("sandbox region size {size} is invalid"))
-            })?;
-        let len = capacity.checked_add(2 * guard).ok_or_else(|| {
-            IsolationError::InvalidConfig(format!("region size {size} overflows"))
+            }
+            GuardedError::Map { len, source } => {
+                IsolationError::system(format!("mmap of a {len}-byte sandbox region"), source)
+            }
         })?;
-        let map = Mapping::reserve(len).map_err(|e| {
-            IsolationError::system(format!("mmap of a {len}-byte sandbox region"), e)
-        })?;
-        map.protect(guard, capacity, prot_of(perms))
+        let (guard, capacity) = (map.guard_len(), map.capacity());
+        map.protect(0, capacity, prot_of(perms))
             .map_err(|e| IsolationError::system("mprotect of a sandbox region", e))?;
-        let base = map.base().addr().get();
-        let registration = violation::register(RegionSpec {
-            start: base,
-            end: base + len,
-            usable_start: base + guard,
-            usable_end: base + guard + capacity,
-            context: Some(owner),
-            sink: Some(Arc::clone(&self.sink)),
-            policy: None,
-        })?;
+        let registration =
+            violation::register(map.region_spec(Some(owner), Some(Arc::clone(&self.sink))))?;
         let inner = Arc::new(Inner {
             registration,
             map,
@@ -319,10 +308,7 @@ impl MemorySandbox {
 impl SandboxRegion {
     /// The first usable byte (just past the leading guard page).
     pub fn start(&self) -> NonNull<u8> {
-        self.inner
-            .map
-            .base()
-            .map_addr(|a| a.saturating_add(self.inner.guard))
+        self.inner.map.start()
     }
 
     /// One past the last usable byte: the first byte of the trailing guard page.
@@ -371,7 +357,7 @@ impl SandboxRegion {
         self.inner.perms.store(perms.bits(), Ordering::Release);
         self.inner
             .map
-            .protect(self.inner.guard, self.inner.capacity, prot_of(perms))
+            .protect(0, self.inner.capacity, prot_of(perms))
             .map_err(|e| IsolationError::system("mprotect of a sandbox region", e))
     }
 
@@ -422,7 +408,7 @@ impl SandboxRegion {
     /// without `WRITE`.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len(), Permissions::WRITE)?;
-        crate::sys::pkey::copy_in(&self.inner.map, self.inner.guard + offset, data)
+        crate::sys::pkey::copy_in(self.inner.map.mapping(), self.inner.guard + offset, data)
             .map_err(|e| IsolationError::system("copy into a sandbox region", e))
     }
 
@@ -432,7 +418,7 @@ impl SandboxRegion {
     /// As [`write`](Self::write), with `READ`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len(), Permissions::READ)?;
-        crate::sys::pkey::copy_out(&self.inner.map, self.inner.guard + offset, buf)
+        crate::sys::pkey::copy_out(self.inner.map.mapping(), self.inner.guard + offset, buf)
             .map_err(|e| IsolationError::system("copy out of a sandbox region", e))
     }
 
@@ -450,7 +436,7 @@ impl SandboxRegion {
                 address: self.inner.start().wrapping_add_signed(offset),
                 reason: "before the region's mapping".into(),
             })?;
-        crate::sys::pkey::copy_in(&self.inner.map, at, data).map_err(|_| {
+        crate::sys::pkey::copy_in(self.inner.map.mapping(), at, data).map_err(|_| {
             IsolationError::AccessViolation {
                 address: self.inner.start().wrapping_add_signed(offset),
                 reason: "beyond the region's mapping".into(),

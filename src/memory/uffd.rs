@@ -55,9 +55,10 @@ use linux_raw_sys::general::{
     UFFDIO_REGISTER_MODE_WP,
 };
 
+use super::guarded::{Guarded, GuardedError};
 use crate::base::ContextId;
 use crate::error::IsolationError;
-use crate::sys::mm::{Mapping, Prot, page_size};
+use crate::sys::mm::{Prot, page_size};
 use crate::sys::uffd as raw;
 use crate::violation::{self, ViolationInfo, ViolationKind};
 
@@ -812,7 +813,7 @@ impl Drop for FrozenRegion {
 /// [`ViolationKind::PageBudgetExceeded`] violation.
 #[derive(Debug)]
 pub struct LazyRegion {
-    map: Option<Mapping>,
+    map: Option<Guarded>,
     counters: Arc<Counters>,
     len: usize,
     budget: u64,
@@ -832,11 +833,14 @@ impl LazyRegion {
         context: Option<ContextId>,
     ) -> Result<LazyRegion, UffdError> {
         let svc = service()?;
-        let len = page_len(size)?;
-        let map = Mapping::reserve(len).map_err(|source| UffdError::Map { len, source })?;
+        let map = Guarded::reserve(size).map_err(|e| match e {
+            GuardedError::InvalidSize => UffdError::InvalidSize(size),
+            GuardedError::Map { len, source } => UffdError::Map { len, source },
+        })?;
+        let len = map.capacity();
         map.protect(0, len, Prot::ReadWrite)
             .map_err(|source| UffdError::Map { len, source })?;
-        let start = map.base().addr().get();
+        let start = map.start_addr();
         let counters = Arc::new(Counters::default());
         let pages = len / page_size();
         add_entry(
@@ -870,15 +874,15 @@ impl LazyRegion {
         })
     }
 
-    fn map(&self) -> &Mapping {
+    fn map(&self) -> &Guarded {
         self.map
             .as_ref()
             .expect("a live LazyRegion has its mapping")
     }
 
-    /// The first byte.
+    /// The first byte (a guard page lies on each side).
     pub fn start(&self) -> usize {
-        self.map().base().addr().get()
+        self.map().start_addr()
     }
 
     /// Bytes (a page multiple).
@@ -921,11 +925,12 @@ impl LazyRegion {
     /// [`UffdError::OutOfBounds`].
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), UffdError> {
         bounds(offset, data.len(), self.len)?;
-        crate::sys::pkey::copy_in(self.map(), offset, data).map_err(|_| UffdError::OutOfBounds {
-            offset,
-            len: data.len(),
-            size: self.len,
-        })
+        crate::sys::pkey::copy_in(self.map().mapping(), self.map().guard_len() + offset, data)
+            .map_err(|_| UffdError::OutOfBounds {
+                offset,
+                len: data.len(),
+                size: self.len,
+            })
     }
 
     /// Copies out of the region; first touches fault like writes.
@@ -934,11 +939,12 @@ impl LazyRegion {
     /// [`UffdError::OutOfBounds`].
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), UffdError> {
         bounds(offset, buf.len(), self.len)?;
-        crate::sys::pkey::copy_out(self.map(), offset, buf).map_err(|_| UffdError::OutOfBounds {
-            offset,
-            len: buf.len(),
-            size: self.len,
-        })
+        crate::sys::pkey::copy_out(self.map().mapping(), self.map().guard_len() + offset, buf)
+            .map_err(|_| UffdError::OutOfBounds {
+                offset,
+                len: buf.len(),
+                size: self.len,
+            })
     }
 }
 

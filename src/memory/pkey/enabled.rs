@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::types::{DomainId, PkeyError, PkruValue, Rights, Unsupported};
 use crate::base::ContextId;
-use crate::sys::mm::{Mapping, Prot, page_size};
+use crate::memory::guarded::{Guarded, GuardedError};
+use crate::sys::mm::{Mapping, Prot};
 use crate::sys::pkey as sys;
 use crate::sys::pkru::Pkru;
-use crate::violation::{self, RegionSpec, Registration};
+use crate::violation::{self, Registration};
 
 /// Proof that this thread can use protection keys: the CPU has PKU, the kernel enabled it
 /// and `pkey_alloc` works (the probe's answer). Functions that need keys take `&Pkeys`.
@@ -179,7 +180,7 @@ pub struct DomainRegion {
 #[derive(Debug)]
 struct RegionInner {
     registration: Option<Registration>,
-    map: Option<Mapping>,
+    map: Option<Guarded>,
     guard: usize,
     capacity: usize,
     domain: Arc<DomainInner>,
@@ -381,7 +382,10 @@ fn retag_domain(d: &DomainInner, key: &Arc<Pkey>) -> Result<(), PkeyError> {
 
 impl RegionInner {
     fn map(&self) -> &Mapping {
-        self.map.as_ref().expect("a live region has its mapping")
+        self.map
+            .as_ref()
+            .expect("a live region has its mapping")
+            .mapping()
     }
 
     /// Tags the usable pages with `key` and moves the carried-by count.
@@ -474,26 +478,13 @@ impl Domain {
     /// [`PkeyError::InvalidSize`], [`PkeyError::Map`], [`PkeyError::Tag`],
     /// [`PkeyError::NoKeyAvailable`], [`PkeyError::Register`].
     pub fn alloc_region(&self, size: usize) -> Result<DomainRegion, PkeyError> {
-        let guard = page_size();
-        let capacity = (size != 0)
-            .then(|| crate::region::round_up_to_page(size))
-            .flatten()
-            .ok_or(PkeyError::InvalidSize(size))?;
-        let len = capacity
-            .checked_add(2 * guard)
-            .ok_or(PkeyError::InvalidSize(size))?;
-        let map = Mapping::reserve(len).map_err(|source| PkeyError::Map { len, source })?;
-        let base = map.base().addr().get();
-        let registration = violation::register(RegionSpec {
-            start: base,
-            end: base + len,
-            usable_start: base + guard,
-            usable_end: base + guard + capacity,
-            context: self.inner.context,
-            sink: None,
-            policy: None,
-        })
-        .map_err(PkeyError::Register)?;
+        let map = Guarded::reserve(size).map_err(|e| match e {
+            GuardedError::InvalidSize => PkeyError::InvalidSize(size),
+            GuardedError::Map { len, source } => PkeyError::Map { len, source },
+        })?;
+        let (guard, capacity) = (map.guard_len(), map.capacity());
+        let registration = violation::register(map.region_spec(self.inner.context, None))
+            .map_err(PkeyError::Register)?;
         let region = Arc::new(RegionInner {
             registration: Some(registration),
             map: Some(map),
