@@ -157,9 +157,15 @@ fn main() {
 fn echo_child(fds: &str) {
     let v: Vec<i32> = fds.split(',').map(|x| x.parse().unwrap()).collect();
     let (p, c) = (ContextId::from_raw(PARENT), ContextId::from_raw(CHILD));
-    let rx = ChannelReceiver::<Payload>::from_inherited(v[0], p, c, LIMITS).unwrap();
-    let tx = ChannelSender::<Payload>::from_inherited(v[1], c, p, LIMITS).unwrap();
-    // SAFETY-free adoption of the raw peer: the parent gave us this number for us to own.
+    // SAFETY: the parent passed these numbers for this process to own; each is adopted
+    // once, here.
+    #[allow(unsafe_code)]
+    let (rx, tx) = unsafe {
+        (
+            ChannelReceiver::<Payload>::from_inherited(v[0], p, c, LIMITS).unwrap(),
+            ChannelSender::<Payload>::from_inherited(v[1], c, p, LIMITS).unwrap(),
+        )
+    };
     let raw = adopt(v[2]);
     let mut buf = vec![0u8; 256 * 1024];
     loop {

@@ -190,8 +190,15 @@ fn helper_echo_child() {
     let (rx, tx) = fds.split_once(',').unwrap();
     let (p, c) = (ContextId::from_raw(PARENT), ContextId::from_raw(CHILD));
     let limits = ChannelLimits::new(8);
-    let rx = ChannelReceiver::<Req>::from_inherited(rx.parse().unwrap(), p, c, limits).unwrap();
-    let tx = ChannelSender::<Req>::from_inherited(tx.parse().unwrap(), c, p, limits).unwrap();
+    // SAFETY: the parent passed these two numbers in NEBULA_HELPER_FDS for this process to
+    // own; each is adopted once, here.
+    #[allow(unsafe_code)]
+    let (rx, tx) = unsafe {
+        (
+            ChannelReceiver::<Req>::from_inherited(rx.parse().unwrap(), p, c, limits).unwrap(),
+            ChannelSender::<Req>::from_inherited(tx.parse().unwrap(), c, p, limits).unwrap(),
+        )
+    };
     loop {
         match rx.recv_timeout(c, Duration::from_secs(30)) {
             Ok(m) => tx

@@ -141,23 +141,33 @@ impl<T: Serialize> ChannelSender<T> {
         }
     }
 
-    /// Takes an inherited descriptor number (from the parent) as a sending end.
+    /// Takes an inherited descriptor number (from the parent) as a sending end. The number is
+    /// checked to be open and made close-on-exec again; [`from_fd`](Self::from_fd) takes an
+    /// `OwnedFd` without any of this.
+    ///
+    /// # Safety
+    /// `raw` must have been handed to this process for it to own (the parent's end of a
+    /// channel, inherited across `exec`), and nothing else in the process may own or close
+    /// it: the returned end closes it when dropped.
     ///
     /// # Errors
-    /// `System` when `raw` is not an open descriptor.
-    pub fn from_inherited(
+    /// `System` when `raw` is not an open descriptor, or is 0, 1 or 2.
+    #[allow(unsafe_code)] // an unsafe door: the caller proves it owns the number
+    pub unsafe fn from_inherited(
         raw: RawFd,
         sender: ContextId,
         receiver: ContextId,
         limits: ChannelLimits,
     ) -> Result<Self> {
-        Ok(Self::from_fd(adopt(raw)?, sender, receiver, limits))
+        // SAFETY: the caller owns `raw` (this function's contract).
+        Ok(Self::from_fd(unsafe { adopt(raw) }?, sender, receiver, limits))
     }
 
     /// Messages sent and not yet consumed, as last credited.
     pub fn in_flight(&self) -> usize {
         let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        (c.0 - c.1) as usize
+        // At most `capacity` (a usize): send refuses past it.
+        usize::try_from(c.0 - c.1).unwrap_or(usize::MAX)
     }
 
     fn drain_credits(&self, counts: &mut (u64, u64)) -> Result<()> {
@@ -193,7 +203,8 @@ impl<T: Serialize> ChannelSender<T> {
         // Encode straight behind the header: one buffer, one copy.
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
             .unwrap_or(0);
         let mut frame = Vec::with_capacity(HEADER + 64);
         frame.push(VERSION);
@@ -238,8 +249,12 @@ impl<T: Serialize> ChannelSender<T> {
     }
 }
 
-fn adopt(raw: RawFd) -> Result<OwnedFd> {
-    crate::sys::fd::adopt_inherited(raw)
+/// # Safety
+/// As [`crate::sys::fd::adopt_inherited`]: the process owns `raw` and nothing else does.
+#[allow(unsafe_code)]
+unsafe fn adopt(raw: RawFd) -> Result<OwnedFd> {
+    // SAFETY: passed on from the caller's contract.
+    unsafe { crate::sys::fd::adopt_inherited(raw) }
         .map_err(|e| IsolationError::system(format!("adopting inherited fd {raw}"), e))
 }
 
@@ -303,17 +318,26 @@ impl<T: DeserializeOwned> ChannelReceiver<T> {
         }
     }
 
-    /// Takes an inherited descriptor number (from the parent) as a receiving end.
+    /// Takes an inherited descriptor number (from the parent) as a receiving end. The number is
+    /// checked to be open and made close-on-exec again; [`from_fd`](Self::from_fd) takes an
+    /// `OwnedFd` without any of this.
+    ///
+    /// # Safety
+    /// `raw` must have been handed to this process for it to own (the parent's end of a
+    /// channel, inherited across `exec`), and nothing else in the process may own or close
+    /// it: the returned end closes it when dropped.
     ///
     /// # Errors
-    /// `System` when `raw` is not an open descriptor.
-    pub fn from_inherited(
+    /// `System` when `raw` is not an open descriptor, or is 0, 1 or 2.
+    #[allow(unsafe_code)] // an unsafe door: the caller proves it owns the number
+    pub unsafe fn from_inherited(
         raw: RawFd,
         sender: ContextId,
         receiver: ContextId,
         limits: ChannelLimits,
     ) -> Result<Self> {
-        Ok(Self::from_fd(adopt(raw)?, sender, receiver, limits))
+        // SAFETY: the caller owns `raw` (this function's contract).
+        Ok(Self::from_fd(unsafe { adopt(raw) }?, sender, receiver, limits))
     }
 
     /// The sending context.

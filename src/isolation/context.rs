@@ -65,6 +65,9 @@ pub(crate) fn monitor_threshold(limit: Option<u64>, fraction: f64, who: &str) ->
             "monitor threshold {fraction} is not in (0, 1]"
         )));
     }
+    // A fraction in (0, 1] of a u64, rounded up: non-negative and at most the limit (the
+    // cast saturates should f64 round the product up past u64::MAX).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Ok((limit as f64 * fraction).ceil() as u64)
 }
 
@@ -703,7 +706,7 @@ impl IsolatedContext {
             )));
         }
         let align = align.max(MIN_ALIGN);
-        if size > word::MAX_REGION as usize {
+        if size as u64 > word::MAX_REGION {
             a.refused.fetch_add(1, Ordering::Relaxed);
             return Err(self.out_of_memory(size as u64));
         }
@@ -759,9 +762,15 @@ impl IsolatedContext {
     /// # Errors
     /// As [`allocate`](Self::allocate).
     #[allow(clippy::mut_from_ref)] // each call returns a fresh, disjoint bump allocation
+    #[allow(unsafe_code)] // the one place that turns a bump allocation into a slice
     pub fn alloc_slice(&self, len: usize) -> Result<&mut [u8]> {
         let ptr = self.allocate(len)?;
-        Ok(crate::sys::mm::slice_of(ptr, len, self))
+        // SAFETY: `allocate` just handed out ptr..ptr+len: the bump gives each span out once
+        // (one CAS on the offset), so no other reference overlaps it; it refused contexts
+        // without WRITE and ran `ensure_committed` for the span, so it is mapped read-write;
+        // the region stays mapped while `self` is borrowed and is zeroed or unmapped only
+        // through `&mut self` (reset_and_release) or drop, after the slice's borrow ended.
+        Ok(unsafe { crate::sys::mm::slice_of(ptr, len, self) })
     }
 
     /// Forgets every allocation and keeps the region's pages for reuse: the allocation
@@ -792,7 +801,11 @@ impl IsolatedContext {
         let s = a.state.load(Ordering::Acquire);
         let own = word::offset(s);
         if release {
-            a.region.release().map_err(|e| {
+            // SAFETY: `&mut self` ends every borrow of a slice that alloc_slice handed out
+            // (they borrow `self`); raw pointers from `allocate` are the caller's, documented
+            // as invalid after a reset. Children allocate from their own regions.
+            #[allow(unsafe_code)]
+            unsafe { a.region.release() }.map_err(|e| {
                 IsolationError::system(format!("releasing the pages of {} (madvise)", a.id), e)
             })?;
         }
@@ -910,7 +923,10 @@ impl Drop for IsolatedContext {
         // The region is unmapped when the last reference to the account goes: right here,
         // unless descendants are alive; then at least give its pages back now.
         if Arc::strong_count(&self.acct) > 1 {
-            let _ = a.region.release();
+            // SAFETY: the context is being dropped, so every slice it handed out (each borrows
+            // it) is gone; descendants allocate from their own regions, never this one.
+            #[allow(unsafe_code)]
+            let _ = unsafe { a.region.release() };
         }
         self.registry.remove(a.id);
     }
@@ -1058,7 +1074,11 @@ impl<'p> ContextBuilder<'p> {
                 word::MAX_REGION
             )));
         }
-        let size = size as usize;
+        let size = usize::try_from(size).map_err(|_| {
+            IsolationError::InvalidConfig(format!(
+                "region size {size} is larger than this target's address space"
+            ))
+        })?;
         let region = MemoryRegion::reserve(size, prot(perms)).map_err(|e| {
             IsolationError::system(format!("reserving a region of {size} bytes (mmap)"), e)
         })?;

@@ -144,15 +144,22 @@ impl MemoryRegion {
     /// range, not the current offset: after a plain reset, pages past the offset may still
     /// hold earlier bytes.
     ///
-    /// The caller guarantees that no allocation from this range is still in use (the
-    /// owning [`IsolatedContext::reset_and_release`](crate::isolation::IsolatedContext::reset_and_release)
+    /// # Safety
+    /// No allocation from this region may still be borrowed: the bytes change to zero
+    /// behind `&self` (the owning
+    /// [`IsolatedContext::reset_and_release`](crate::isolation::IsolatedContext::reset_and_release)
     /// takes `&mut self`, which proves it for every slice it handed out).
     ///
     /// # Errors
     /// The `madvise` error.
-    pub(crate) fn release(&self) -> std::io::Result<()> {
-        self.map
-            .mapping()
-            .discard(self.map.guard_len(), self.committed())
+    #[allow(unsafe_code)] // an unsafe door: the caller proves no slice into the region lives
+    pub(crate) unsafe fn release(&self) -> std::io::Result<()> {
+        // SAFETY: the caller guarantees (this function's contract) that no reference into the
+        // committed span is alive.
+        unsafe {
+            self.map
+                .mapping()
+                .discard(self.map.guard_len(), self.committed())
+        }
     }
 }

@@ -7,13 +7,17 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 /// number arrived in an environment variable), after checking that it is open and marking
 /// it close-on-exec again.
 ///
+/// # Safety
+/// `raw` must have been handed to this process for it to own, and nothing else in the
+/// process may own it (each inherited number is adopted once): the `OwnedFd` closes it.
+///
 /// # Errors
 /// `EBADF` when `raw` is not an open descriptor of this process; `EINVAL` for a negative
 /// number or one of the standard streams (0, 1, 2), which must never be adopted.
 ///
 /// # References
 /// fcntl(2) `F_GETFD`, `F_SETFD`.
-pub fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
+pub unsafe fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     if raw <= 2 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -25,9 +29,8 @@ pub fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
     if unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `raw` is open (checked above) and, by this function's contract, was handed to
-    // this process for it to own; nothing else in the process holds it as an OwnedFd (the
-    // caller adopts each inherited number once).
+    // SAFETY: `raw` is open (checked above) and, by this function's contract, this process
+    // owns it and nothing else holds it as an OwnedFd.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 

@@ -123,19 +123,24 @@ impl Mapping {
     /// Gives the pages of `offset..offset+len` back to the kernel (`MADV_DONTNEED`): the
     /// next touch sees zero-filled pages. Protections stay as they are.
     ///
+    /// # Safety
+    /// No reference into `offset..offset+len` may be alive: the bytes change to zero behind
+    /// `&self`. The owner of the mapping proves it (an exclusive borrow of whatever handed
+    /// out references into the span, or the end of every such borrow).
+    ///
     /// # Errors
     /// `EINVAL` for an unaligned or out-of-range span.
     ///
     /// # References
     /// madvise(2).
-    pub fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+    pub unsafe fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
         self.check_range(offset, len)?;
         if len == 0 {
             return Ok(());
         }
-        // SAFETY: the span is inside our private anonymous mapping (check_range); callers
-        // hold exclusive access to it (the region resets only through `&mut`), so no live
-        // reference observes the contents changing to zero.
+        // SAFETY: the span is inside our private anonymous mapping (check_range), and the
+        // caller guarantees (this function's contract) that no live reference observes the
+        // contents changing to zero.
         unsafe {
             rustix::mm::madvise(
                 self.base.as_ptr().add(offset).cast(),
@@ -163,17 +168,14 @@ impl Drop for Mapping {
 
 /// Turns a fresh allocation into a slice borrowed from its owner.
 ///
-/// Callers (the region allocator only) pass a span of `len` bytes that was just bump
-/// allocated from a region `owner` keeps mapped and committed read-write, and that no other
-/// allocation overlaps.
+/// # Safety
+/// `ptr..ptr + len` must be a span that was just allocated from memory that `owner` keeps
+/// mapped and committed read-write for as long as it is borrowed, and that no other live
+/// reference overlaps (the region allocator hands each span out once).
 #[allow(clippy::mut_from_ref)] // a fresh, disjoint span each call; see the contract above
-pub(crate) fn slice_of<T: ?Sized>(ptr: NonNull<u8>, len: usize, _owner: &T) -> &mut [u8] {
-    // SAFETY: per the contract above: the context's bump hands out each span with one CAS
-    // on the offset, so spans are disjoint; MemoryRegion::ensure_committed ran on this
-    // thread for the span (its Acquire load pairs with the Release store made after
-    // mprotect); IsolatedContext::allocate refuses contexts without WRITE. So ptr..ptr+len is mapped read-write, zero-initialised
-    // or previously written bytes (u8 has no invalid values), exclusively ours, and stays
-    // mapped while `_owner` is borrowed; the region is reset or unmapped only through
-    // `&mut`/drop of the owner.
+pub(crate) unsafe fn slice_of<T: ?Sized>(ptr: NonNull<u8>, len: usize, _owner: &T) -> &mut [u8] {
+    // SAFETY: by this function's contract the span is mapped read-write while `_owner` is
+    // borrowed and no other reference overlaps it; u8 has no invalid values, so the bytes
+    // (zero-filled or written before) are a valid `[u8]`.
     unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) }
 }
