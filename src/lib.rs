@@ -31,6 +31,21 @@
 //! # Ok::<(), IsolationError>(())
 //! ```
 //!
+//! ## Floors
+//!
+//! Each module imports only modules below it (`tools/modgraph.py --floors`; `make lint` fails
+//! on any cycle):
+//!
+//! ```text
+//!  front door   isolation: the seed's names; isolation::levels (for_level, availability)
+//!  services     admin::{registry, profile}, authority::{capability, channel, ipc}, tenants
+//!  levels       isolation::{context (region), thread, process, wasm, hardware}
+//!  mechanisms   memory::{guarded, region, sandbox, pkey, uffd, violation}, seccomp, privileges
+//!  facts        probe, error, over landlock and cgroup (which need only sys)
+//!  ground       base: ContextId, Permissions, LevelStatus, the violation record
+//!  syscalls     sys: plain data in, nothing above it called
+//! ```
+//!
 //! ## Features
 //!
 //! - `wasm`: the wasm level on wasmtime (off by default: it is a long build).

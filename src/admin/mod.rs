@@ -4,3 +4,4 @@
 
 pub mod profile;
 pub mod registry;
+pub mod report;

@@ -16,7 +16,6 @@ mod run;
 mod stats;
 mod terminal;
 mod top;
-mod units;
 
 /// Probe, run and watch nebula-memory isolation contexts.
 #[derive(Parser, Debug)]

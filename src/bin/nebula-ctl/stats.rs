@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use nebula_memory::admin::registry::{Registries, RegistryError, Stats};
 
-use crate::units::human;
+use nebula_memory::admin::report::human;
 
 /// Live statistics of a running context, by id (or a unique id prefix) or name.
 ///

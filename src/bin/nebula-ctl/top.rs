@@ -10,7 +10,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 
 use crate::terminal;
 
-use crate::units::human;
+use nebula_memory::admin::report::human;
 
 /// A live full-screen view of every running context (a user's own; root: every user's): memory against its limit as a bar, CPU,
 /// processes, OOM and limit events; refreshes every second, `q` quits.

@@ -3,17 +3,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use nebula_memory::admin::profile::{self as pf, RunProfile, format_duration};
+use nebula_memory::admin::profile::{self as pf, RunProfile};
 use nebula_memory::admin::registry::{EntryLimits, Registry};
-use nebula_memory::cgroup::{CpuMax, IoMax, Limit, format_size};
+use nebula_memory::cgroup::{CpuMax, IoMax};
 use nebula_memory::isolation::process::{
-    BindMount, Command, MemoryEnforcement, MemoryFallback, Network, Outcome, ProcessError,
-    ProcessIsolation, TmpfsMount,
+    BindMount, Command, MemoryFallback, Network, ProcessError, ProcessIsolation, TmpfsMount,
 };
 use nebula_memory::seccomp::Profile as Seccomp;
-use nebula_memory::violation::ViolationKind;
 
-use crate::units::human;
+use nebula_memory::admin::report::{record, summary};
+
 use exit::{REFUSED, USAGE, refuse};
 
 mod exit;
@@ -299,136 +298,4 @@ impl Run {
             outcome.status.shell_code().clamp(0, 255) as u8
         ))
     }
-}
-
-fn signal_name(sig: i32) -> String {
-    let names = [
-        (1, "SIGHUP"),
-        (2, "SIGINT"),
-        (3, "SIGQUIT"),
-        (4, "SIGILL"),
-        (5, "SIGTRAP"),
-        (6, "SIGABRT"),
-        (7, "SIGBUS"),
-        (8, "SIGFPE"),
-        (9, "SIGKILL"),
-        (11, "SIGSEGV"),
-        (13, "SIGPIPE"),
-        (14, "SIGALRM"),
-        (15, "SIGTERM"),
-        (24, "SIGXCPU"),
-        (25, "SIGXFSZ"),
-        (31, "SIGSYS"),
-    ];
-    names
-        .iter()
-        .find(|(n, _)| *n == sig)
-        .map_or_else(|| format!("signal {sig}"), |(_, s)| (*s).to_owned())
-}
-
-/// The one line on stderr when the context did not end normally.
-fn summary(o: &Outcome, p: &RunProfile) -> Option<String> {
-    if o.oom_killed {
-        let max = p.memory.map_or_else(String::new, |m| {
-            format!("memory.max={}, ", format_size(Limit::Value(m)))
-        });
-        let peak = o.memory_peak.map_or_else(
-            || "peak unknown".to_owned(),
-            |b| format!("peak {}", human(b)),
-        );
-        return Some(format!("killed: out of memory ({max}{peak})"));
-    }
-    if o.timed_out {
-        let t = p.time.map(format_duration).unwrap_or_default();
-        return Some(format!("killed: time limit {t}"));
-    }
-    if o.cpu_time_exceeded {
-        let t = p.cpu_time.map(format_duration).unwrap_or_default();
-        return Some(format!("killed: cpu time limit {t}"));
-    }
-    if o.seccomp_killed {
-        let profile = p.seccomp.unwrap_or(Seccomp::Default);
-        let denied = o.denied_syscall.or_else(|| {
-            o.violations.iter().find_map(|v| match v.kind {
-                ViolationKind::Seccomp { syscall } => syscall,
-                _ => None,
-            })
-        });
-        return Some(match denied {
-            // "killed: seccomp violation at openat(2) (nr 257; profile strict)"
-            Some(d) => match d.name {
-                Some(name) => format!(
-                    "killed: seccomp violation at {name}(2) (nr {}; profile {profile})",
-                    d.nr
-                ),
-                None => format!(
-                    "killed: seccomp violation at system call nr {} ({}; profile {profile})",
-                    d.nr,
-                    d.arch_name()
-                ),
-            },
-            // No notification: the filter's architecture or x32 guard (KILL_PROCESS), or a
-            // SIGSYS from elsewhere; the kernel names no call then.
-            None => format!(
-                "killed: seccomp violation (SIGSYS without a notification: a foreign-architecture \
-                 or x32 system call; profile {profile})"
-            ),
-        });
-    }
-    if o.pids_limit_hits > 0 {
-        let max = p
-            .pids
-            .map_or_else(String::new, |m| format!(", pids.max={m}"));
-        let pre = if o.status.signal().is_some() {
-            "killed: "
-        } else {
-            ""
-        };
-        return Some(format!(
-            "{pre}pids limit: {} fork(s) refused{max}",
-            o.pids_limit_hits
-        ));
-    }
-    if o.memory_limit == MemoryEnforcement::RlimitAs && o.status.signal().is_some() {
-        return Some(format!(
-            "killed: {} (memory limited by RLIMIT_AS)",
-            signal_name(o.status.signal().unwrap_or(0))
-        ));
-    }
-    o.status
-        .signal()
-        .map(|s| format!("killed: {} (signal {s})", signal_name(s)))
-}
-
-/// The JSON outcome record.
-fn record(o: &Outcome, id: &str, name: Option<&str>) -> serde_json::Value {
-    serde_json::json!({
-        "id": id,
-        "name": name,
-        "pid": o.pid,
-        "exit_code": match o.status {
-            nebula_memory::isolation::process::ExitStatus::Exited(c) => Some(c),
-            _ => None,
-        },
-        "signal": o.status.signal(),
-        "shell_code": o.status.shell_code(),
-        "oom_killed": o.oom_killed,
-        "oom_kills": o.oom_kills,
-        "timed_out": o.timed_out,
-        "cpu_time_exceeded": o.cpu_time_exceeded,
-        "seccomp_killed": o.seccomp_killed,
-        "denied_syscall": o.denied_syscall.map(|d| serde_json::json!({
-            "nr": d.nr,
-            "name": d.name,
-            "arch": d.arch_name(),
-        })),
-        "pids_limit_hits": o.pids_limit_hits,
-        "memory_peak": o.memory_peak,
-        "max_rss_bytes": o.max_rss_bytes,
-        "cpu_time": o.cpu_time.as_secs_f64(),
-        "wall_time": o.wall_time.as_secs_f64(),
-        "memory_enforcement": o.memory_limit,
-        "cgroup": o.cgroup,
-        "violations": o.violations.iter().map(|v| format!("{:?}", v.kind)).collect::<Vec<_>>(),
-    })
 }
