@@ -31,17 +31,22 @@ doc:
 
 # Tier 1 and 2: unit tests and host integration tests (as root where the host allows).
 host-test:
+	$(CARGO) build --examples
 	$(CARGO) test --lib --bins --tests
 	$(CARGO) test --doc
 	$(CARGO) test --features wasm --test wasm --test levels --test cli_levels
 	$(CARGO) test --doc --features wasm
 
+# The misbehaving workloads (examples/escape_*.rs) that the demo and tests/escape_examples.rs run.
+ESCAPES = $(patsubst examples/%.rs,$(CARGO_TARGET_DIR)/debug/examples/%,$(wildcard examples/escape_*.rs))
+
 # Tier 3: every test binary in one qemu TCG guest with cgroup v2, NEBULA_TEST_REQUIRE=all.
 vm-test:
+	$(CARGO) build --examples
 	@bins=$$($(CARGO) test --no-run --message-format=json --tests --features wasm 2>/dev/null | \
 	  python3 tools/vm/test-binaries.py) || { $(CARGO) test --no-run --tests --features wasm; exit 1; }; \
 	echo "vm-test: binaries: $$bins"; \
-	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl /usr/bin/script /usr/bin/newuidmap /usr/bin/newgidmap" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
+	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl $(ESCAPES) /usr/bin/script /usr/bin/newuidmap /usr/bin/newgidmap" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
 
 # The VM tier's and the hardware level's packages (qemu, busybox-static, cpio).
 deps:
@@ -76,4 +81,5 @@ man:
 	@echo "man page: $(CARGO_TARGET_DIR)/man/nebula-ctl.1 (man -l to read it)"
 
 demo:
+	$(CARGO) build --release --bin nebula-ctl --examples
 	$(CARGO) run --release --bin nebula-ctl -- demo

@@ -3,16 +3,15 @@ use std::process::{ExitCode, Output};
 use std::time::Duration;
 
 use nebula_memory::IsolationError;
-use nebula_memory::isolation::{MemoryIsolation, Permissions};
+use nebula_memory::isolation::MemoryIsolation;
 
 /// Every level that exists here, each against a misbehaving workload, with a report of
 /// what was contained.
+///
+/// The workloads that must die are the crate's examples (`examples/escape_*.rs`), built
+/// beside nebula-ctl (`cargo build --examples`; `make demo` builds them).
 #[derive(clap::Args, Debug)]
-pub struct Demo {
-    /// Internal: act as one of the misbehaving workloads (the demo re-executes itself).
-    #[arg(long, hide = true)]
-    child: Option<String>,
-}
+pub struct Demo {}
 
 type Step = fn() -> anyhow::Result<Outcome>;
 
@@ -23,9 +22,6 @@ enum Outcome {
 
 impl Demo {
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        if let Some(name) = self.child {
-            workload(&name);
-        }
         let (mut contained, mut total) = (0, 0);
         println!("nebula-ctl demo: every available level against a misbehaving workload\n");
         let steps: [(&str, Step); 11] = [
@@ -147,11 +143,22 @@ fn parent_limit() -> anyhow::Result<Outcome> {
 }
 
 /// Runs `nebula-ctl demo --child NAME` and returns its output.
+/// Runs the misbehaving workload `examples/escape_<name>.rs`, built beside this binary.
 fn run_child(name: &str) -> anyhow::Result<Output> {
     let exe = std::env::current_exe()?;
-    Ok(std::process::Command::new(exe)
-        .args(["demo", "--child", name])
-        .output()?)
+    let path = exe
+        .parent()
+        .map(|d| {
+            d.join("examples")
+                .join(format!("escape_{}", name.replace('-', "_")))
+        })
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", exe.display()))?;
+    anyhow::ensure!(
+        path.is_file(),
+        "the workload {} is not built; Hint: cargo build --examples (make demo builds it)",
+        path.display()
+    );
+    Ok(std::process::Command::new(path).output()?)
 }
 
 fn report_line(o: &Output) -> String {
@@ -356,69 +363,4 @@ fn process_fork_bomb() -> anyhow::Result<Outcome> {
         "pids.max=16 refused {} forks (pids.events max)",
         o.pids_limit_hits
     )))
-}
-
-/// The misbehaving workloads, run in a child process; none of them returns.
-fn workload(name: &str) -> ! {
-    match name {
-        "region-overrun" => region_overrun(),
-        "sandbox-guard" => {
-            let iso = MemoryIsolation::new();
-            let owner = iso
-                .create_context()
-                .with_name("plugin")
-                .build()
-                .expect("context");
-            let sandbox = nebula_memory::sandbox::MemorySandbox::new(owner.id());
-            let region = sandbox
-                .create_region(4096, Permissions::READ | Permissions::WRITE)
-                .expect("region");
-            let _ = region.write_unchecked(4096 + 8, &[0xEE]);
-        }
-        "pkey-read" => {
-            use nebula_memory::pkey::{DomainSet, Pkeys};
-            let pk = Pkeys::probe().expect("pkeys");
-            let set = DomainSet::new(&pk);
-            let secret = set.create_domain(None);
-            let region = secret.alloc_region(4096).expect("region");
-            {
-                let _in = secret.enter().expect("enter");
-                region.write(0, b"secret").expect("write");
-            }
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let mut b = [0u8; 6];
-                    let _ = region.read(0, &mut b);
-                });
-            });
-        }
-        "seccomp-strict" => {
-            let filter = nebula_memory::seccomp::Profile::Strict
-                .compile()
-                .expect("compile");
-            filter.install_current_thread().expect("install");
-            let _ = std::fs::File::open("/etc/hostname");
-        }
-        other => eprintln!("unknown workload {other}"),
-    }
-    eprintln!("the workload was not stopped");
-    std::process::exit(0)
-}
-
-#[allow(unsafe_code)]
-fn region_overrun() -> ! {
-    let iso = MemoryIsolation::new();
-    let ctx = iso
-        .create_context()
-        .with_memory_limit(64 * 1024)
-        .build()
-        .expect("context");
-    let buf = ctx.alloc_slice(64 * 1024).expect("allocation");
-    let past_end = buf.as_mut_ptr().wrapping_add(buf.len());
-    // SAFETY: none: this is the deliberately misbehaving workload. The write targets the
-    // PROT_NONE guard page after the region, so the kernel stops it with SIGSEGV before any
-    // memory changes; the parent process checks that it did.
-    unsafe { past_end.write_volatile(0xEE) };
-    eprintln!("the overrun was not stopped");
-    std::process::exit(0)
 }
