@@ -15,12 +15,7 @@ use super::controller::Controller;
 use super::error::CgroupError;
 use super::fs::{CgroupDir, Wake, poll_pri, read_from_start, write_once};
 use super::parse;
-use super::parse::{
-    CgroupEvents, CpuMax, CpuStat, IoDevice, IoMax, Limit, MemoryEvents, ParseError, PidsEvents,
-    PsiKind, PsiStats, parse_cpu_max, parse_flat_keyed, parse_io_stat, parse_limit, parse_psi,
-    parse_u64,
-};
-use super::psi::PsiTrigger;
+use super::parse::{CgroupEvents, ParseError};
 
 /// How long [`Drop`] waits for a killed leaf to empty before it tries `rmdir` anyway.
 const DROP_WAIT: Duration = Duration::from_secs(10);
@@ -44,7 +39,7 @@ const MAX_POLL_SLICE: Duration = Duration::from_secs(1);
 /// [`CgroupRoot::create_leaf`]: super::CgroupRoot::create_leaf
 #[derive(Debug)]
 pub struct Leaf {
-    dir: CgroupDir,
+    pub(super) dir: CgroupDir,
     name: String,
     parent: Arc<CgroupDir>,
     owned: bool,
@@ -145,220 +140,8 @@ impl Leaf {
     // -----------------------------------------------------------------------------------------
     // Limits
 
-    /// Sets `memory.max`, the hard limit: beyond it the kernel reclaims, then OOM-kills inside
-    /// the leaf. The kernel rounds down to whole pages.
-    ///
-    /// # Errors
-    ///
-    /// [`CgroupError::ControllerNotEnabled`] without the memory controller;
-    /// [`CgroupError::Write`].
-    pub fn set_memory_max(&self, limit: Limit) -> Result<(), CgroupError> {
-        self.write_ctl("memory.max", &limit.to_string())
-    }
-
-    /// Sets `memory.high`, the throttle limit. Without swap a context above it is slowed down
-    /// indefinitely, never killed: pair it with a [`PsiTrigger`] or with `memory.max`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::set_memory_max`].
-    pub fn set_memory_high(&self, limit: Limit) -> Result<(), CgroupError> {
-        self.write_ctl("memory.high", &limit.to_string())
-    }
-
-    /// Sets `memory.swap.max`; `Limit::Value(0)` makes `memory.max` exact.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::set_memory_max`]; [`CgroupError::FileMissing`] on a kernel without swap
-    /// accounting.
-    pub fn set_memory_swap_max(&self, limit: Limit) -> Result<(), CgroupError> {
-        self.write_ctl("memory.swap.max", &limit.to_string())
-    }
-
-    /// Sets `memory.oom.group`: when true, an OOM kill takes every process of the leaf.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::set_memory_max`].
-    pub fn set_memory_oom_group(&self, whole_group: bool) -> Result<(), CgroupError> {
-        self.write_ctl("memory.oom.group", if whole_group { "1" } else { "0" })
-    }
-
-    /// Sets `cpu.max`, e.g. `CpuMax::from_fraction(0.2)?` for 20 % of one CPU.
-    ///
-    /// # Errors
-    ///
-    /// [`CgroupError::ControllerNotEnabled`] without the cpu controller; [`CgroupError::Write`].
-    pub fn set_cpu_max(&self, max: CpuMax) -> Result<(), CgroupError> {
-        self.write_ctl("cpu.max", &max.to_string())
-    }
-
-    /// Writes one `io.max` line: rate limits for one block device (fields left `None` are
-    /// not changed).
-    ///
-    /// # Errors
-    ///
-    /// [`CgroupError::ControllerNotEnabled`] without the io controller; [`CgroupError::Write`]
-    /// (`ENODEV`/`EINVAL` for a device that is not a whole block device).
-    pub fn set_io_max(&self, max: &IoMax) -> Result<(), CgroupError> {
-        self.write_ctl("io.max", &max.to_string())
-    }
-
-    /// Sets `pids.max`, the number of processes and threads; forks beyond it fail with
-    /// `EAGAIN` and count in [`PidsEvents::max`].
-    ///
-    /// # Errors
-    ///
-    /// [`CgroupError::ControllerNotEnabled`] without the pids controller; [`CgroupError::Write`].
-    pub fn set_pids_max(&self, limit: Limit) -> Result<(), CgroupError> {
-        self.write_ctl("pids.max", &limit.to_string())
-    }
-
-    /// Reads back `memory.max` (page-rounded by the kernel).
-    ///
-    /// # Errors
-    ///
-    /// [`CgroupError::ControllerNotEnabled`], [`CgroupError::Read`], [`CgroupError::Parse`].
-    pub fn memory_max(&self) -> Result<Limit, CgroupError> {
-        self.parsed("memory.max", parse_limit)
-    }
-
-    /// Reads back `memory.high`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn memory_high(&self) -> Result<Limit, CgroupError> {
-        self.parsed("memory.high", parse_limit)
-    }
-
-    /// Reads back `memory.swap.max`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn memory_swap_max(&self) -> Result<Limit, CgroupError> {
-        self.parsed("memory.swap.max", parse_limit)
-    }
-
-    /// Reads back `cpu.max`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn cpu_max(&self) -> Result<CpuMax, CgroupError> {
-        self.parsed("cpu.max", parse_cpu_max)
-    }
-
-    /// Reads back `io.max` (the devices that have a limit).
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn io_max(&self) -> Result<Vec<IoMax>, CgroupError> {
-        self.parsed("io.max", IoMax::parse_file)
-    }
-
-    /// Reads back `pids.max`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn pids_max(&self) -> Result<Limit, CgroupError> {
-        self.parsed("pids.max", parse_limit)
-    }
-
     // -----------------------------------------------------------------------------------------
     // What the kernel reports
-
-    /// `memory.current`: bytes charged to the leaf now.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn memory_current(&self) -> Result<u64, CgroupError> {
-        self.parsed("memory.current", parse_u64)
-    }
-
-    /// `memory.peak`: the high-water mark in bytes, or `None` on kernels before 5.19.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn memory_peak(&self) -> Result<Option<u64>, CgroupError> {
-        match self.parsed("memory.peak", parse_u64) {
-            Ok(v) => Ok(Some(v)),
-            Err(CgroupError::FileMissing { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `memory.events`: counters of limit hits; `oom_kill > 0` means the OOM killer killed
-    /// something in this leaf.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn memory_events(&self) -> Result<MemoryEvents, CgroupError> {
-        self.parsed("memory.events", MemoryEvents::parse)
-    }
-
-    /// `memory.stat`: the usage breakdown (`anon`, `file`, `pgfault`, ...), in bytes or counts
-    /// as the kernel documents per key.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn memory_stat(&self) -> Result<BTreeMap<String, u64>, CgroupError> {
-        self.parsed("memory.stat", parse_flat_keyed)
-    }
-
-    /// `memory.pressure`: PSI stall averages and totals.
-    ///
-    /// # Errors
-    ///
-    /// [`CgroupError::FileMissing`] when PSI is disabled; [`CgroupError::Read`],
-    /// [`CgroupError::Parse`].
-    pub fn memory_pressure(&self) -> Result<PsiStats, CgroupError> {
-        self.parsed("memory.pressure", parse_psi)
-    }
-
-    /// `pids.current`: processes and threads in the leaf now.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn pids_current(&self) -> Result<u64, CgroupError> {
-        self.parsed("pids.current", parse_u64)
-    }
-
-    /// `pids.events`: how many forks `pids.max` refused.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn pids_events(&self) -> Result<PidsEvents, CgroupError> {
-        self.parsed("pids.events", PidsEvents::parse)
-    }
-
-    /// `cpu.stat`: CPU time used and throttling.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn cpu_stat(&self) -> Result<CpuStat, CgroupError> {
-        self.parsed("cpu.stat", CpuStat::parse)
-    }
-
-    /// `io.stat`: per-device byte and operation counters.
-    ///
-    /// # Errors
-    ///
-    /// As [`Leaf::memory_max`].
-    pub fn io_stat(&self) -> Result<BTreeMap<IoDevice, BTreeMap<String, u64>>, CgroupError> {
-        self.parsed("io.stat", parse_io_stat)
-    }
 
     /// `cgroup.events`: `populated` and `frozen`.
     ///
@@ -426,21 +209,6 @@ impl Leaf {
         };
         w.read()?; // arms the notification
         Ok(w)
-    }
-
-    /// Arms a PSI trigger on this leaf's `memory.pressure`: it fires when tasks of the leaf
-    /// were stalled on memory for `stall` within a `window` (500 ms to 10 s).
-    ///
-    /// # Errors
-    ///
-    /// As [`PsiTrigger::open`].
-    pub fn memory_pressure_trigger(
-        &self,
-        kind: PsiKind,
-        stall: Duration,
-        window: Duration,
-    ) -> Result<PsiTrigger, CgroupError> {
-        PsiTrigger::open_in(&self.dir, "memory.pressure", kind, stall, window)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -641,7 +409,7 @@ impl Leaf {
     }
 
     /// Reads a file and parses it, classifying a missing file.
-    fn parsed<T>(
+    pub(super) fn parsed<T>(
         &self,
         file: &str,
         parse: impl FnOnce(&str) -> Result<T, ParseError>,
@@ -657,7 +425,7 @@ impl Leaf {
     }
 
     /// Writes an interface file with one `write(2)`, classifying a missing file.
-    fn write_ctl(&self, file: &str, value: &str) -> Result<(), CgroupError> {
+    pub(super) fn write_ctl(&self, file: &str, value: &str) -> Result<(), CgroupError> {
         let fd = self
             .dir
             .open_file(file, OFlags::WRONLY)
@@ -805,6 +573,7 @@ impl AsFd for EventFile {
 mod tests {
     use super::super::fs::tests::TempDir;
     use super::*;
+    use crate::cgroup::parse::{CpuMax, IoDevice, IoMax, Limit};
 
     /// A leaf over a fake cgroup directory: regular files stand in for interface files.
     fn fake_leaf(t: &TempDir, files: &[(&str, &str)]) -> Leaf {

@@ -65,10 +65,14 @@
 //! (5.19, else `None`); PSI triggers (5.2, `CONFIG_PSI`, not disabled with `psi=0`).
 
 mod controller;
+mod cpu;
 mod error;
 mod fs;
+mod io;
 mod leaf;
+mod memory;
 mod parse;
+mod pids;
 mod psi;
 mod root;
 
