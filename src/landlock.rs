@@ -265,7 +265,10 @@ pub(crate) fn describe_failure(plan: Option<&RulesetPlan>, detail: i32) -> Strin
             |r| r.path.to_string_lossy().into_owned(),
         )
     };
-    match Failure::decode(detail as u32) {
+    // The report carries Failure::encode's u32 in an i32: the bits are the same.
+    #[allow(clippy::cast_sign_loss)]
+    let code = detail as u32;
+    match Failure::decode(code) {
         Some(Failure::CreateRuleset) => " (landlock_create_ruleset)".to_owned(),
         Some(Failure::Open(i)) => format!(" (open(O_PATH) of {} for its rule)", path(i)),
         Some(Failure::AddRule(i)) => format!(" (landlock_add_rule for {})", path(i)),

@@ -140,10 +140,10 @@ impl PrivilegePlanBuilder {
         };
         let unknown = self.keep & !known;
         if unknown != 0 {
-            return Err(PrivilegeError::UnknownCapability {
-                cap: unknown.trailing_zeros() as u8,
-                last_cap,
-            });
+            // Below 64, since `unknown` is not zero: a u8 holds it.
+            #[allow(clippy::cast_possible_truncation)]
+            let cap = unknown.trailing_zeros() as u8;
+            return Err(PrivilegeError::UnknownCapability { cap, last_cap });
         }
         Ok(PrivilegePlan {
             bounding: self.keep,
@@ -368,14 +368,17 @@ impl PrivilegeError {
             PrivilegeError::SetNoNewPrivs { .. } => (9, 0),
             _ => return None,
         };
+        // errno values are below 4096: u16 holds them.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let errno = self.errno()? as u16;
         Some(tag << 56 | u64::from(detail) << 16 | u64::from(errno))
     }
 
     /// Unpacks what [`PrivilegeError::encode`] packed.
     pub fn decode(code: u64) -> Option<PrivilegeError> {
-        let errno = i32::from(code as u16);
-        let detail = (code >> 16) as u32;
+        // The fields are bit ranges of the code: the casts keep exactly their bits.
+        #[allow(clippy::cast_possible_truncation)]
+        let (errno, detail) = (i32::from(code as u16), (code >> 16) as u32);
         let cap = u8::try_from(detail).ok();
         Some(match code >> 56 {
             1 => PrivilegeError::DropBounding { cap: cap?, errno },

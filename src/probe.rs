@@ -264,13 +264,16 @@ fn probe_pkeys() -> PkeysFeature {
     } else {
         None
     };
+    // At most 16: the loop above stops there.
+    #[allow(clippy::cast_possible_truncation)]
+    let keys_free = keys.len() as u32;
     PkeysFeature {
         available: reason.is_none(),
         reason,
         cpu_flag,
         os_enabled,
         alloc_works,
-        keys_free: keys.len() as u32,
+        keys_free,
     }
 }
 

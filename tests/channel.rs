@@ -149,7 +149,7 @@ fn hostile_bytes_are_refused_not_trusted() {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x as u8
+                x.to_le_bytes()[0]
             })
             .collect();
         let _ = decode::<Job>(&bytes, 1 << 20);

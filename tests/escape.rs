@@ -250,21 +250,16 @@ fn the_hosts_loopback_is_not_reachable() {
             return Err(errno());
         }
         let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_family: libc::sa_family_t::try_from(libc::AF_INET).unwrap(),
             sin_port: port.to_be(),
             sin_addr: libc::in_addr {
                 s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
             },
             sin_zero: [0; 8],
         };
+        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).unwrap();
         // SAFETY: addr is a live sockaddr_in of the size passed; fd is our socket.
-        let r = unsafe {
-            libc::connect(
-                fd,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
+        let r = unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_in).cast(), len) };
         let a = answer(r.into());
         // SAFETY: fd is ours, closed once.
         unsafe { libc::close(fd) };

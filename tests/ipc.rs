@@ -27,7 +27,7 @@ fn bounded_exactly_and_credits_come_back() {
             a,
             &Req {
                 n,
-                data: vec![n as u8; 100],
+                data: vec![u8::try_from(n).unwrap(); 100],
             },
         )
         .unwrap();
@@ -162,19 +162,20 @@ fn round_trip_with_a_child_process() {
     drop(child_rx);
     drop(child_tx);
     for n in 0..20u64 {
+        let byte = u8::try_from(n).unwrap();
         to_child
             .send(
                 p,
                 &Req {
                     n,
-                    data: vec![n as u8; 64 * 1024 - 64],
+                    data: vec![byte; 64 * 1024 - 64],
                 },
             )
             .unwrap();
         let back = from_child.recv_timeout(p, Duration::from_secs(30)).unwrap();
         assert_eq!(back.sender, c);
         assert_eq!(back.payload.n, n * 2);
-        assert!(back.payload.data.iter().all(|&x| x == n as u8));
+        assert!(back.payload.data.iter().all(|&x| x == byte));
     }
     drop(to_child);
     let status = child.wait().unwrap();

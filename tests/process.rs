@@ -362,8 +362,8 @@ fn the_read_only_root_refuses_writes_and_tmp_is_a_sized_tmpfs() {
                 .and_then(|e| e.raw_os_error());
             let tmp_ok = std::fs::write("/tmp/inside", b"ok").is_ok();
             let st = rustix::fs::statfs("/tmp").unwrap();
-            let size = st.f_blocks as u64 * st.f_bsize as u64;
-            (etc, usr, tmp_ok, st.f_type as u64, size)
+            let size = st.f_blocks as u64 * u64::try_from(st.f_bsize).unwrap();
+            (etc, usr, tmp_ok, u64::try_from(st.f_type).unwrap(), size)
         })
         .unwrap();
     let (etc, usr, tmp_ok, fstype, size) = r.result.unwrap();

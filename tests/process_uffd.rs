@@ -133,7 +133,7 @@ fn a_write_to_a_watched_range_kills_only_that_context() {
     assert_eq!(v.len(), 1, "{v:?}");
     assert_eq!(v[0].kind, ViolationKind::WriteToFrozen);
     assert_eq!(v[0].address, Some(addr));
-    assert_eq!(v[0].thread_id, Some(tid as i32));
+    assert_eq!(v[0].thread_id, Some(i32::try_from(tid).unwrap()));
     assert_eq!(v[0].pid, Some(b.outcome.pid));
     assert_eq!(seen.lock().unwrap().len(), 1);
     // The other context ran to its end, untouched.

@@ -45,17 +45,18 @@ fn many_threads_get_disjoint_spans_and_exact_accounting() {
     let per_thread = race(8, &ctx, |ctx, t| {
         let mut spans = Vec::new();
         let mut slices = Vec::new();
+        let fill = u8::try_from(t + 1).unwrap();
         for i in 0..2000 {
             let size = 1 + (i * 7 + t) % 200;
             let s = ctx.alloc_slice(size).unwrap();
-            s.fill(t as u8 + 1);
+            s.fill(fill);
             spans.push((s.as_ptr() as usize, size));
             slices.push(s);
         }
         // Another thread writing into one of our spans would show up here.
         for s in &slices {
             assert!(
-                s.iter().all(|&b| b == t as u8 + 1),
+                s.iter().all(|&b| b == fill),
                 "a span of thread {t} was overwritten"
             );
         }

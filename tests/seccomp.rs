@@ -1,6 +1,9 @@
 //! seccomp profiles: the oracle (a BPF interpreter replays every compiled profile against
 //! the profile's own table) and the real kernel (each filter installed in a re-executed
 //! child, checked by what the kernel answers and how the child dies).
+// Syscall numbers (`libc::SYS_*`, i64) and errno constants narrowed to the i32/u32/u16 of
+// the seccomp ABI are all small known constants.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 
@@ -88,12 +91,15 @@ fn oracle(filter: &CompiledFilter) -> usize {
             .simulate(&data)
             .expect("the program passes the checker");
         let want = table.expected(arch, nr, &args);
+        // The kernel's bits of `nr`: -1 is described as the large number the filter sees.
+        #[allow(clippy::cast_sign_loss)]
+        let describe = |nr: i32| table.describe(nr as u32);
         assert_eq!(
             got,
             Some(want),
             "{}: arch {arch:#x} nr {nr} args {args:x?}: BPF says {got:?}, table says {want:?} ({})",
             filter.profile(),
-            table.describe(nr as u32)
+            describe(nr)
         );
         checked += 1;
     };
@@ -304,7 +310,8 @@ fn tables_say_what_the_issue_promises() {
         assert_eq!(d.expected(x, nr(n), &[0; 6]), EPERM, "default {n}");
     }
     assert!(
-        d.describe(nr("clone") as u32).contains("0x7e020000"),
+        d.describe(syscalls::number("clone").unwrap())
+            .contains("0x7e020000"),
         "{}",
         d.describe(56)
     );
@@ -501,7 +508,7 @@ fn helper_default_profile() {
         [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
     );
     assert!(s >= 0, "socket(AF_INET) = {s}");
-    raw(libc::SYS_close, [s as u64, 0, 0, 0, 0, 0]);
+    raw(libc::SYS_close, [u64::try_from(s).unwrap(), 0, 0, 0, 0, 0]);
     assert_eq!(
         raw(
             libc::SYS_socket,
@@ -682,10 +689,10 @@ mod trap {
         // stay inside its 128 bytes, at the offsets of the x86_64 layout above.
         unsafe {
             let p = info as *const u8;
-            ERRNO.store(*(p.add(4) as *const i32), Ordering::SeqCst);
-            CODE.store(*(p.add(8) as *const i32), Ordering::SeqCst);
-            SYSCALL.store(*(p.add(24) as *const i32), Ordering::SeqCst);
-            ARCH.store(*(p.add(28) as *const u32), Ordering::SeqCst);
+            ERRNO.store(*p.add(4).cast::<i32>(), Ordering::SeqCst);
+            CODE.store(*p.add(8).cast::<i32>(), Ordering::SeqCst);
+            SYSCALL.store(*p.add(24).cast::<i32>(), Ordering::SeqCst);
+            ARCH.store(*p.add(28).cast::<u32>(), Ordering::SeqCst);
         }
     }
 }
@@ -736,6 +743,8 @@ fn helper_strict_trap() {
     no_core_dump();
     f.install_current_thread().unwrap();
     let path = c"/etc/hostname";
+    // AT_FDCWD (-100) goes in as the register's bits, as libc passes it.
+    #[allow(clippy::cast_sign_loss)]
     let r = raw(
         libc::SYS_openat,
         [libc::AT_FDCWD as u64, path.as_ptr() as u64, 0, 0, 0, 0],
@@ -752,11 +761,8 @@ fn helper_strict_trap() {
     );
     // After a trap the kernel skips the call; the value left in rax is the number itself
     // or -ENOSYS, never a descriptor: check that fcntl(F_GETFD) on it fails.
-    let valid = r >= 0
-        && raw(
-            libc::SYS_fcntl,
-            [r as u64, libc::F_GETFD as u64, 0, 0, 0, 0],
-        ) >= 0;
+    let valid = u64::try_from(r)
+        .is_ok_and(|fd| raw(libc::SYS_fcntl, [fd, libc::F_GETFD as u64, 0, 0, 0, 0]) >= 0);
     if !valid || r == libc::SYS_openat {
         println!("opened nothing");
     }
@@ -783,14 +789,17 @@ fn helper_deny_network() {
         .install_current_thread()
         .unwrap();
     let eaf = -i64::from(libc::EAFNOSUPPORT);
-    let sock = |dom: i32, ty: i32| raw(libc::SYS_socket, [dom as u64, ty as u64, 0, 0, 0, 0]);
+    let sock = |dom: i32, ty: i32| {
+        let (dom, ty) = (u64::try_from(dom).unwrap(), u64::try_from(ty).unwrap());
+        raw(libc::SYS_socket, [dom, ty, 0, 0, 0, 0])
+    };
     assert_eq!(sock(libc::AF_INET, libc::SOCK_STREAM), eaf);
     assert_eq!(sock(libc::AF_INET6, libc::SOCK_DGRAM), eaf);
     assert_eq!(sock(libc::AF_NETLINK, libc::SOCK_RAW), eaf);
     assert_eq!(sock(libc::AF_PACKET, libc::SOCK_RAW), eaf);
     let u = sock(libc::AF_UNIX, libc::SOCK_STREAM);
     assert!(u >= 0, "socket(AF_UNIX) = {u}");
-    raw(libc::SYS_close, [u as u64, 0, 0, 0, 0, 0]);
+    raw(libc::SYS_close, [u64::try_from(u).unwrap(), 0, 0, 0, 0, 0]);
     assert!(std::net::TcpListener::bind("127.0.0.1:0").is_err());
     let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair(AF_UNIX)");
     use std::io::{Read, Write};

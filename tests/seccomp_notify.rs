@@ -43,10 +43,10 @@ fn iso(p: Profile) -> ProcessIsolation {
 }
 
 fn native(name: &str) -> DeniedSyscall {
-    let nr = syscalls::number(name).unwrap() as i32;
+    let number = syscalls::number(name).unwrap();
     DeniedSyscall {
-        nr,
-        name: Some(syscalls::name(nr as u32).unwrap()),
+        nr: number as i32,
+        name: Some(syscalls::name(number).unwrap()),
         arch: AUDIT_ARCH_X86_64,
     }
 }
@@ -178,7 +178,7 @@ fn fd_links() -> Vec<String> {
             let mut link = link.to_string_lossy().into_owned();
             if link.starts_with("socket:") {
                 let mut ty = 0i32;
-                let mut len = size_of::<i32>() as libc::socklen_t;
+                let mut len = libc::socklen_t::try_from(size_of::<i32>()).unwrap();
                 // SAFETY: getsockopt writes one int into `ty`, live on this stack.
                 unsafe {
                     libc::getsockopt(
@@ -341,7 +341,7 @@ fn own_listener_filter() -> Result<i32, i32> {
             code: 0x15,
             jt: 0,
             jf: 1,
-            k: libc::SYS_reboot as u32,
+            k: u32::try_from(libc::SYS_reboot).unwrap(),
         }, // jeq reboot
         libc::sock_filter {
             code: 0x06,
@@ -357,7 +357,7 @@ fn own_listener_filter() -> Result<i32, i32> {
         },
     ];
     let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
+        len: u16::try_from(prog.len()).unwrap(),
         filter: prog.as_ptr().cast_mut(),
     };
     // SAFETY: fprog points at `prog`, live for the call; the kernel copies it.
@@ -372,7 +372,7 @@ fn own_listener_filter() -> Result<i32, i32> {
     if r < 0 {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap())
     } else {
-        Ok(r as i32)
+        Ok(i32::try_from(r).unwrap())
     }
 }
 
@@ -388,7 +388,7 @@ fn answer_continue(listener: i32) {
         }
         let mut resp: libc::seccomp_notif_resp = std::mem::zeroed();
         resp.id = n.id;
-        resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
+        resp.flags = u32::try_from(libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE).unwrap();
         libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &mut resp);
     }
 }
@@ -433,7 +433,10 @@ fn helper_escape_control() {
     }
     // The default table without its NEW_LISTENER rule: seccomp(2) is a plain allow.
     let mut t = Profile::Default.table();
-    let rule = t.rules.get_mut(&(libc::SYS_seccomp as u32)).unwrap();
+    let rule = t
+        .rules
+        .get_mut(&u32::try_from(libc::SYS_seccomp).unwrap())
+        .unwrap();
     rule.cases.clear();
     rule.otherwise = Action::Allow;
     escape_attempt(t);

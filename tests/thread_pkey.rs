@@ -221,7 +221,8 @@ fn helper_thousand_domains() {
         .collect();
     for (i, (d, r)) in domains.iter().zip(&regions).enumerate() {
         let _in = d.enter().unwrap();
-        r.write(0, &(i as u32).to_ne_bytes()).unwrap();
+        r.write(0, &u32::try_from(i).unwrap().to_ne_bytes())
+            .unwrap();
     }
     // The kernel is the oracle (write(2) of the page: EFAULT unless PKRU allows it), so an
     // isolated domain is checked without a fault.
@@ -244,7 +245,7 @@ fn helper_thousand_domains() {
         );
         let mut b = [0u8; 4];
         r.read(0, &mut b).unwrap();
-        assert_eq!(u32::from_ne_bytes(b), i as u32);
+        assert_eq!(u32::from_ne_bytes(b), u32::try_from(i).unwrap());
         checked += 1;
     }
     say("checked", checked);
@@ -299,7 +300,7 @@ fn helper_domain_cycles() {
             let d = set.create_domain(None);
             let r = d.alloc_region(4096).unwrap();
             let _in = d.enter().unwrap();
-            r.write(0, &[(round + i) as u8]).unwrap();
+            r.write(0, &[u8::try_from(round + i).unwrap()]).unwrap();
         }
     }
     say("keys_delta", free_keys() as i64 - k0 as i64);

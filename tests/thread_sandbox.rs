@@ -133,7 +133,7 @@ fn a_stack_overflow_still_reaches_rusts_own_handler() {
 }
 
 fn recurse(n: u64) -> u64 {
-    let buf = std::hint::black_box([n as u8; 1024]);
+    let buf = std::hint::black_box([n.to_le_bytes()[0]; 1024]);
     if n == u64::MAX {
         return 0;
     }

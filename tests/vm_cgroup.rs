@@ -444,7 +444,10 @@ fn dropping_a_leaf_kills_and_removes_it_and_errors_name_the_fix() {
     let leaf = root.create_leaf("doomed").unwrap();
     // clone3(CLONE_INTO_CGROUP) wants an fd on a cgroup2 directory
     let st = rustix::fs::fstatfs(leaf.dir_fd()).unwrap();
-    assert_eq!((st.f_type as u64) & 0xffff_ffff, CGROUP2_SUPER_MAGIC);
+    assert_eq!(
+        u64::try_from(st.f_type).unwrap() & 0xffff_ffff,
+        CGROUP2_SUPER_MAGIC
+    );
 
     let e = root.create_leaf("doomed").unwrap_err();
     assert!(matches!(e, CgroupError::LeafExists { .. }), "{e}");

@@ -14,6 +14,10 @@ use nebula_memory::isolation::wasm::{
 };
 use nebula_memory::violation::{ViolationInfo, ViolationKind};
 
+/// [`WASM_PAGE`] as a wasm32 address argument.
+#[allow(clippy::cast_possible_truncation)] // 64 KiB: an i32 holds it
+const PAGE_ADDR: i32 = WASM_PAGE as i32;
+
 /// A small pool, so parallel tests do not reserve terabytes each.
 fn config() -> WasmConfig {
     WasmConfig {
@@ -397,9 +401,9 @@ fn an_out_of_bounds_access_traps() {
         0
     );
     for (export, arg) in [
-        ("load", Some(WASM_PAGE as i32)),
-        ("load", Some(WASM_PAGE as i32 - 3)),
-        ("store", Some(3 * WASM_PAGE as i32)),
+        ("load", Some(PAGE_ADDR)),
+        ("load", Some(PAGE_ADDR - 3)),
+        ("store", Some(3 * PAGE_ADDR)),
         ("load", Some(-4)),
         ("far", None),
     ] {
@@ -792,7 +796,7 @@ fn oob_traps_cleanly() {
     let mut ctx = iso.create_wasm_context(OOB.as_bytes()).unwrap();
     for _ in 0..3 {
         let e = iso
-            .call_typed::<_, i32>(&mut ctx, "load", (WASM_PAGE as i32,))
+            .call_typed::<_, i32>(&mut ctx, "load", (PAGE_ADDR,))
             .unwrap_err();
         assert!(matches!(e, WasmError::Trap { .. }), "{e}");
     }

@@ -578,8 +578,10 @@ impl RunProfile {
         let size = |v: &V| -> Result<u64, String> {
             match v {
                 V::String(s) => parse_bytes(s).map_err(|e| e.0),
-                V::Integer(i) if *i > 0 => Ok(*i as u64),
-                V::Integer(_) => Err("must be positive".into()),
+                V::Integer(i) => u64::try_from(*i)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| "must be positive".into()),
                 o => Err(format!(
                     "expected a size (\"64M\" or bytes), found {}",
                     o.type_str()

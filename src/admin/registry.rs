@@ -568,6 +568,9 @@ fn new_id(pid: i32) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    // Hash input, not a quantity: dropping the high bits of the time and sign-extending the
+    // pid (its top bits are shifted out anyway) is fine.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let mut x = (now.as_nanos() as u64) ^ ((pid as u64) << 40) ^ u64::from(std::process::id());
     // splitmix64: spread the bits so ids differ in their first digits.
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

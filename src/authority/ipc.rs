@@ -160,7 +160,12 @@ impl<T: Serialize> ChannelSender<T> {
         limits: ChannelLimits,
     ) -> Result<Self> {
         // SAFETY: the caller owns `raw` (this function's contract).
-        Ok(Self::from_fd(unsafe { adopt(raw) }?, sender, receiver, limits))
+        Ok(Self::from_fd(
+            unsafe { adopt(raw) }?,
+            sender,
+            receiver,
+            limits,
+        ))
     }
 
     /// Messages sent and not yet consumed, as last credited.
@@ -337,7 +342,12 @@ impl<T: DeserializeOwned> ChannelReceiver<T> {
         limits: ChannelLimits,
     ) -> Result<Self> {
         // SAFETY: the caller owns `raw` (this function's contract).
-        Ok(Self::from_fd(unsafe { adopt(raw) }?, sender, receiver, limits))
+        Ok(Self::from_fd(
+            unsafe { adopt(raw) }?,
+            sender,
+            receiver,
+            limits,
+        ))
     }
 
     /// The sending context.

@@ -72,6 +72,9 @@ impl CgroupDir {
             path: path.to_owned(),
             source: e.into(),
         })?;
+        // Magics are 32-bit; `f_type` is a signed word on some targets: the mask keeps the
+        // kernel's bits whatever the sign.
+        #[allow(clippy::cast_sign_loss)]
         let found = (st.f_type as u64) & 0xffff_ffff;
         if found != super::CGROUP2_SUPER_MAGIC {
             return Err(CgroupError::NotCgroup2 {
@@ -285,7 +288,9 @@ pub fn verify_cgroup2(path: impl AsRef<Path>) -> Result<(), CgroupError> {
         path: path.to_owned(),
         source: e.into(),
     })?;
-    // Magics are 32-bit; `f_type` is a signed word on some targets.
+    // Magics are 32-bit; `f_type` is a signed word on some targets: the mask keeps the
+    // kernel's bits whatever the sign.
+    #[allow(clippy::cast_sign_loss)]
     let found = (st.f_type as u64) & 0xffff_ffff;
     if found != CGROUP2_SUPER_MAGIC {
         return Err(CgroupError::NotCgroup2 {

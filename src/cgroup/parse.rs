@@ -244,7 +244,8 @@ pub fn parse_size(text: &str) -> Result<Limit, ParseError> {
         return Err(err("a byte count must be whole"));
     }
     let mult: u128 = 1 << shift;
-    let scale = 10u128.pow(frac.len() as u32);
+    let digits = u32::try_from(frac.len()).map_err(|_| err("more than 9 decimals"))?;
+    let scale = 10u128.pow(digits);
     let bytes = int
         .checked_mul(mult)
         .and_then(|b| b.checked_add(frac_num * mult / scale))
@@ -331,6 +332,8 @@ impl CpuMax {
         if quota > (u64::MAX / 2) as f64 {
             return Err(err("too large"));
         }
+        // Whole (rounded), positive and below 2^63 (both checked above): the cast is exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let quota = quota as u64;
         if quota < CPU_MAX_MIN_USEC {
             return Err(err("below the kernel's minimum quota of 1 ms per period"));

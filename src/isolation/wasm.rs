@@ -805,10 +805,11 @@ impl WasmIsolation {
     pub fn new(config: WasmConfig) -> Result<WasmIsolation, WasmError> {
         validate(&config)?;
         let striping = striping_choice(&config);
-        let per_ctx = |n: usize| -> Result<u32, WasmError> {
+        // A per-context count and its total over the pool, both as the pool's u32.
+        let per_ctx = |n: usize| -> Result<(u32, u32), WasmError> {
             u32::try_from(n)
                 .ok()
-                .and_then(|n| n.checked_mul(config.max_contexts))
+                .and_then(|n| Some((n, n.checked_mul(config.max_contexts)?)))
                 .ok_or_else(|| {
                     WasmError::Configure(format!(
                         "{n} per context x {} contexts overflows",
@@ -816,15 +817,17 @@ impl WasmIsolation {
                     ))
                 })
         };
+        let (memories, total_memories) = per_ctx(config.memories)?;
+        let (tables, total_tables) = per_ctx(config.tables)?;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(config.max_contexts)
-            .total_memories(per_ctx(config.memories)?)
-            .total_tables(per_ctx(config.tables)?)
+            .total_memories(total_memories)
+            .total_tables(total_tables)
             // The pool checks module shapes when a module is compiled, with a bare
             // message; its per-module ceilings are kept above the configured limits so
             // that `check_needs` refuses first, with the numbers (see POOL_CEILING).
-            .max_memories_per_module(POOL_CEILING.max(config.memories as u32))
-            .max_tables_per_module(POOL_CEILING.max(config.tables as u32))
+            .max_memories_per_module(POOL_CEILING.max(memories))
+            .max_tables_per_module(POOL_CEILING.max(tables))
             .table_elements(config.table_elements.max(POOL_TABLE_ELEMENTS))
             .max_memory_size(pool_memory_size(&config, &striping))
             .total_component_instances(0);
@@ -1719,7 +1722,10 @@ pub fn run_module(
                 ))
             })?;
             let ptr = iso.call_typed::<i32, i32>(&mut ctx, "alloc", len)?;
-            ctx.write_memory(ptr as u32 as usize, &packed)?;
+            // A wasm32 address travels as an i32: its bits are the u32 address.
+            #[allow(clippy::cast_sign_loss)]
+            let addr = ptr as u32 as usize;
+            ctx.write_memory(addr, &packed)?;
             (ptr, len)
         };
         iso.call_typed::<(i32, i32), i32>(&mut ctx, "run", (ptr, len))?
@@ -1734,7 +1740,10 @@ pub fn run_module(
     };
     let stdout = if has(&mut ctx, "output")? {
         let v = iso.call_typed::<(), i64>(&mut ctx, "output", ())?;
-        let (ptr, len) = ((v as u64 >> 32) as usize, (v as u64 & 0xffff_ffff) as usize);
+        // `output` packs (ptr << 32 | len) into an i64: its bits are the two u32 halves.
+        #[allow(clippy::cast_sign_loss)]
+        let v = v as u64;
+        let (ptr, len) = ((v >> 32) as usize, (v & 0xffff_ffff) as usize);
         let mut buf = vec![0u8; len];
         ctx.read_memory(ptr, &mut buf)?;
         buf

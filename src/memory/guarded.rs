@@ -172,6 +172,13 @@ mod tests {
         *state
     }
 
+    /// As [`next`], for sizes: random bits, so dropping the high half on a 32-bit target is
+    /// fine.
+    #[allow(clippy::cast_possible_truncation)]
+    fn next_usize(state: &mut u64) -> usize {
+        next(state) as usize
+    }
+
     #[test]
     fn the_layout_holds_the_request_between_two_guards_for_any_size() {
         let mut rng = 0x9e37_79b9_7f4a_7c15;
@@ -179,10 +186,10 @@ mod tests {
             for round in 0..20_000 {
                 // Small sizes, sizes around page boundaries, and sizes near usize::MAX.
                 let size = match round % 4 {
-                    0 => (next(&mut rng) % (8 * page as u64)) as usize,
-                    1 => page * (next(&mut rng) % 64) as usize + (next(&mut rng) % 3) as usize,
-                    2 => usize::MAX - (next(&mut rng) % (4 * page as u64)) as usize,
-                    _ => next(&mut rng) as usize,
+                    0 => next_usize(&mut rng) % (8 * page),
+                    1 => page * (next_usize(&mut rng) % 64) + next_usize(&mut rng) % 3,
+                    2 => usize::MAX - next_usize(&mut rng) % (4 * page),
+                    _ => next_usize(&mut rng),
                 };
                 let Some(l) = Layout::new(size, page) else {
                     // Refused only for 0, or when the rounded size plus two guards overflows.

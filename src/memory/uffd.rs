@@ -265,7 +265,7 @@ impl Userfaultfd {
             } => Event::PageFault {
                 write: flags & u64::from(linux_raw_sys::general::UFFD_PAGEFAULT_FLAG_WRITE) != 0,
                 write_protect: flags & u64::from(UFFD_PAGEFAULT_FLAG_WP) != 0,
-                address: address as usize,
+                address,
                 thread_id: (ptid != 0).then_some(ptid as i32),
             },
             raw::Msg::Other(e) => Event::Other(e),

@@ -671,7 +671,9 @@ fn on_fault(frame: &mut FaultFrame) -> Disposition {
     let tid = rustix::thread::gettid().as_raw_nonzero().get();
     let time_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0);
     let pkey = frame.pkey.unwrap_or(0);
     let raw = Raw {
         kind,
@@ -720,8 +722,7 @@ fn fail_stop(raw: &Raw, hit: &Hit, ticket: Option<usize>) -> ! {
             tv_sec: 0,
             tv_nsec: 1_000_000,
         };
-        let steps = FAIL_STOP_WAIT.as_millis() as u64;
-        for _ in 0..steps {
+        for _ in 0..FAIL_STOP_WAIT.as_millis() {
             if RING_DELIVERED.load(Ordering::Acquire) > t {
                 break;
             }

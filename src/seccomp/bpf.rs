@@ -37,6 +37,8 @@ impl SeccompData {
 
     /// The 32-bit word at byte offset `off` (what `ld [off]` loads; little-endian, as on
     /// x86_64, where the low half of an argument comes first).
+    // The kernel's view: the bits of `nr` and the halves of the 64-bit fields.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     fn word(&self, off: u32) -> u32 {
         match off {
             0 => self.nr as u32,

@@ -315,7 +315,12 @@ fn assemble(table: &ProfileTable) -> Result<Vec<libc::sock_filter>, SeccompError
             let pc = start + j;
             if i.code == RET_K && i.k == NEXT_STAGE {
                 // ja to `end`: offset from the next instruction.
-                program.push(ins(JMP_JA, 0, 0, (end - pc - 1) as u32));
+                let offset =
+                    u32::try_from(end - pc - 1).map_err(|_| SeccompError::ProgramTooLong {
+                        profile: p,
+                        len: end,
+                    })?;
+                program.push(ins(JMP_JA, 0, 0, offset));
             } else if i.code == RET_K && i.k == NOTIFY_SENTINEL {
                 program.push(ins(RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
             } else {

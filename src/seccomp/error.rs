@@ -129,11 +129,16 @@ impl SeccompError {
             SeccompError::SendListener { errno } => (6, errno),
             _ => return None,
         };
-        Some(tag << 32 | u64::from(v as u32))
+        // The errno's or tid's bits as they are: decode casts them back.
+        #[allow(clippy::cast_sign_loss)]
+        let v = v as u32;
+        Some(tag << 32 | u64::from(v))
     }
 
     /// Unpacks what [`SeccompError::encode`] packed.
     pub fn decode(code: u64) -> Option<SeccompError> {
+        // The low half of the code, bits as they are.
+        #[allow(clippy::cast_possible_truncation)]
         let v = code as u32 as i32;
         Some(match code >> 32 {
             1 => SeccompError::SetNoNewPrivs { errno: v },

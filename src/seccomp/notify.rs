@@ -125,8 +125,11 @@ impl DeniedSyscall {
 
     /// The architecture's name: `x86_64`, `i386`, else the `AUDIT_ARCH_*` value in hex.
     pub fn arch_name(&self) -> String {
+        // The bits of `nr`, as the filter tests them.
+        #[allow(clippy::cast_sign_loss)]
+        let nr = self.nr as u32;
         match self.arch {
-            AUDIT_ARCH_X86_64 if (self.nr as u32) & X32_SYSCALL_BIT != 0 => "x32".to_owned(),
+            AUDIT_ARCH_X86_64 if nr & X32_SYSCALL_BIT != 0 => "x32".to_owned(),
             AUDIT_ARCH_X86_64 => "x86_64".to_owned(),
             AUDIT_ARCH_I386 => "i386".to_owned(),
             other => format!("{other:#x}"),

@@ -18,8 +18,12 @@ use std::collections::BTreeMap;
 use super::syscalls;
 use super::table::{Action, ArgCmp, Case, CmpOp, Profile, ProfileTable, SyscallRule};
 
+// errno values are below 4096: u16 holds them.
+#[allow(clippy::cast_possible_truncation)]
 const EPERM: Action = Action::Errno(libc::EPERM as u16);
+#[allow(clippy::cast_possible_truncation)]
 const ENOSYS: Action = Action::Errno(libc::ENOSYS as u16);
+#[allow(clippy::cast_possible_truncation)]
 const EAFNOSUPPORT: Action = Action::Errno(libc::EAFNOSUPPORT as u16);
 
 /// `CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
@@ -651,6 +655,8 @@ fn strict_builder() -> Builder {
         libc::FUTEX_WAIT_BITSET,
         libc::FUTEX_WAKE_BITSET,
     ];
+    // The futex ops are small non-negative ints.
+    #[allow(clippy::cast_sign_loss)]
     b.rule(
         "futex",
         vec![case(
@@ -669,6 +675,8 @@ fn strict_builder() -> Builder {
         ENOSYS,
         "wait/wake/requeue/bitset ops (private or shared); PI and other ops ENOSYS",
     );
+    // The fcntl commands are small non-negative ints.
+    #[allow(clippy::cast_sign_loss)]
     b.rule(
         "fcntl",
         vec![case(

@@ -354,6 +354,9 @@ impl ProfileTable {
         if arch != AUDIT_ARCH_X86_64 {
             return self.bad_arch;
         }
+        // The filter compares the kernel's bits of `nr` unsigned; a negative one is above every
+        // known call.
+        #[allow(clippy::cast_sign_loss)]
         let n = nr as u32;
         if n >= X32_SYSCALL_BIT {
             return self.x32;

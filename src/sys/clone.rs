@@ -490,7 +490,7 @@ pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>, sync: BorrowedFd<'_>) 
         fail(
             report_fd,
             Step::Mount,
-            i as i32,
+            i32::try_from(i).unwrap_or(i32::MAX),
             e.raw_os_error().unwrap_or(libc::EIO),
         );
     }
@@ -575,7 +575,7 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
             )
         } < 0
         {
-            return Err((Step::DeathSignal, errno() as u64));
+            return Err((Step::DeathSignal, step_code(0, errno())));
         }
         // A parent that died between the uid change and the re-arm sent no signal: the
         // child was reparented, which getppid shows.
@@ -587,17 +587,14 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
     if p.no_new_privs {
         // SAFETY: integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-            return Err((Step::NoNewPrivs, errno() as u64));
+            return Err((Step::NoNewPrivs, step_code(0, errno())));
         }
     }
     if let Some(ruleset) = p.landlock
         && let Err((failure, errno)) = ruleset.apply_current_thread()
     {
         // (detail, errno) = (which call and rule, the errno).
-        return Err((
-            Step::Landlock,
-            (u64::from(failure.encode()) << 32) | u64::from(errno as u32),
-        ));
+        return Err((Step::Landlock, step_code(failure.encode(), errno)));
     }
     if let Some(filter) = p.seccomp {
         let installed = match p.seccomp_listener {
@@ -669,12 +666,12 @@ pub fn reset_signals() -> io::Result<()> {
 /// The workload's own steps (stdio, signals, rlimits, privileges, cwd), allocation-free;
 /// on failure reports and exits.
 pub fn workload_steps(w: &WorkloadPlan<'_>, report_fd: BorrowedFd<'_>) {
-    for (target, src) in w.stdio.iter().enumerate() {
+    for (target, src) in (0..).zip(&w.stdio) {
         if let Some(src) = src {
             // SAFETY: integer fds; dup2 onto 0..2 replaces the inherited stream and the new
             // fd has no FD_CLOEXEC.
-            if unsafe { libc::dup2(src.as_raw_fd(), target as RawFd) } < 0 {
-                fail(report_fd, Step::Stdio, target as i32, errno());
+            if unsafe { libc::dup2(src.as_raw_fd(), target) } < 0 {
+                fail(report_fd, Step::Stdio, target, errno());
             }
         }
     }
@@ -691,7 +688,7 @@ pub fn workload_steps(w: &WorkloadPlan<'_>, report_fd: BorrowedFd<'_>) {
             fail(
                 report_fd,
                 Step::Rlimit,
-                i as i32,
+                i32::try_from(i).unwrap_or(i32::MAX),
                 e.raw_os_error().unwrap_or(libc::EIO),
             );
         }
@@ -701,14 +698,26 @@ pub fn workload_steps(w: &WorkloadPlan<'_>, report_fd: BorrowedFd<'_>) {
         fail(report_fd, Step::Chdir, 0, errno());
     }
     if let Err((step, code)) = apply_privileges(&w.privileges) {
-        // The 64-bit code travels as (detail, errno) = (high, low) 32 bits.
-        fail(
-            report_fd,
-            step,
-            (code >> 32) as u32 as i32,
-            code as u32 as i32,
-        );
+        let (detail, errno) = split_code(code);
+        fail(report_fd, step, detail, errno);
     }
+}
+
+/// A step's 64-bit code: `detail` in the high 32 bits, the errno in the low 32, which is how
+/// it travels as the report's (detail, errno); [`split_code`] is the inverse.
+fn step_code(detail: u32, errno: i32) -> u64 {
+    // The errno's bits as they are: split_code casts them back.
+    #[allow(clippy::cast_sign_loss)]
+    let errno = errno as u32;
+    (u64::from(detail) << 32) | u64::from(errno)
+}
+
+/// The report's (detail, errno) of a step's code: its high and low 32 bits, as they are.
+fn split_code(code: u64) -> (i32, i32) {
+    // Keeping only the low half is the point.
+    #[allow(clippy::cast_possible_truncation)]
+    let low = code as u32;
+    ((code >> 32) as u32 as i32, low as i32)
 }
 
 /// Raw `fork` (`clone(SIGCHLD)` without glibc's atfork handlers): for pid 1, which is itself
@@ -729,7 +738,7 @@ fn raw_fork() -> io::Result<i32> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(r as i32)
+        i32::try_from(r).map_err(super::overflow)
     }
 }
 
@@ -745,6 +754,8 @@ pub fn pid1_reap(workload: i32, report_fd: BorrowedFd<'_>) -> ! {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // pid 1 holds a copy of every descriptor the supervisor had open when it cloned (other
     // contexts' pipes, id leases whose flock would stay held): keep only the report pipe.
+    // An open descriptor is non-negative: the bits are the number.
+    #[allow(clippy::cast_sign_loss)]
     let rep = report_fd.as_raw_fd() as libc::c_uint;
     // SAFETY: close_range takes integers; pid 1's fd table is its own (no CLONE_FILES) and
     // nothing in pid 1 uses a descriptor other than the report pipe after this point. The
@@ -845,7 +856,8 @@ unsafe fn clone_pidfd(
     };
     if let Some(fd) = cgroup {
         args.flags |= linux_raw_sys::general::CLONE_INTO_CGROUP;
-        args.cgroup = fd.as_raw_fd() as u64;
+        args.cgroup =
+            u64::try_from(fd.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     }
     // SAFETY: args is a live clone_args of the size passed; pidfd points at a live RawFd the
     // kernel writes in the parent. With no stack the child runs on a copy-on-write copy of
@@ -858,7 +870,11 @@ unsafe fn clone_pidfd(
         )
     };
     if r >= 0 {
-        return Ok((r as i32, pidfd, cgroup.is_some()));
+        return Ok((
+            i32::try_from(r).map_err(super::overflow)?,
+            pidfd,
+            cgroup.is_some(),
+        ));
     }
     let e = io::Error::last_os_error();
     if e.raw_os_error() != Some(libc::ENOSYS) {
@@ -883,7 +899,7 @@ unsafe fn clone_pidfd(
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((r as i32, pidfd, false))
+    Ok((i32::try_from(r).map_err(super::overflow)?, pidfd, false))
 }
 
 /// Spawns the exec child described by `plan` into new namespaces (`ns_flags`, `CLONE_NEW*`),
@@ -979,14 +995,17 @@ pub fn exit_like(status: i32) -> ! {
 /// next child, which becomes pid 1.
 ///
 /// # Errors
-/// `EINVAL` (`CLONE_NEWUSER` in a threaded process), `EPERM`, `ENOSPC`.
+/// `EINVAL` (`CLONE_NEWUSER` in a threaded process, or a flag outside the `int` unshare
+/// takes, which the kernel would refuse too), `EPERM`, `ENOSPC`.
 ///
 /// # References
 /// unshare(2).
 pub fn unshare(flags: u64) -> io::Result<()> {
+    let flags =
+        libc::c_int::try_from(flags).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: integer argument; no CLONE_FILES/CLONE_FS sharing changes are requested by
     // callers here (only namespace flags), so no Rust-held state is invalidated.
-    if unsafe { libc::unshare(flags as libc::c_int) } < 0 {
+    if unsafe { libc::unshare(flags) } < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
@@ -1021,15 +1040,15 @@ pub fn wait4(pid: i32) -> io::Result<(i32, Rusage)> {
         let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut ru) };
         if r == pid {
             let tv = |t: libc::timeval| {
-                Duration::from_secs(t.tv_sec.max(0) as u64)
-                    + Duration::from_micros(t.tv_usec.max(0) as u64)
+                Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+                    + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
             };
             return Ok((
                 status,
                 Rusage {
                     user: tv(ru.ru_utime),
                     system: tv(ru.ru_stime),
-                    max_rss_bytes: (ru.ru_maxrss.max(0) as u64) * 1024,
+                    max_rss_bytes: u64::try_from(ru.ru_maxrss).unwrap_or(0) * 1024,
                 },
             ));
         }

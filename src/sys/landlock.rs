@@ -178,7 +178,7 @@ pub fn abi_version() -> io::Result<u32> {
             CREATE_RULESET_VERSION,
         )
     })?;
-    Ok(r as u32)
+    u32::try_from(r).map_err(super::overflow)
 }
 
 /// `landlock_create_ruleset(attr, sizeof attr, 0)`: a new ruleset fd (close-on-exec).
@@ -199,8 +199,9 @@ pub fn create_ruleset(attr: &RulesetAttr) -> io::Result<OwnedFd> {
             0u32,
         )
     })?;
+    let fd = i32::try_from(r).map_err(super::overflow)?;
     // SAFETY: the kernel returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `landlock_add_rule(ruleset, LANDLOCK_RULE_PATH_BENEATH, {allowed, parent}, 0)`: allows
@@ -287,7 +288,11 @@ impl Failure {
             Failure::AddRule(i) => (3, i),
             Failure::RestrictSelf => (4, 0),
         };
-        (phase << 24) | (i as u32 & 0x00ff_ffff)
+        // The rule index keeps its low 24 bits (no plan has 2^24 rules): it only names the
+        // rule in a message.
+        #[allow(clippy::cast_possible_truncation)]
+        let i = i as u32 & 0x00ff_ffff;
+        (phase << 24) | i
     }
 
     /// The inverse of [`Failure::encode`]; `None` for a value it never produces.

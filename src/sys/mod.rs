@@ -22,3 +22,10 @@ pub mod seccomp;
 pub mod seccomp_notify;
 pub mod signal;
 pub mod uffd;
+
+/// `EOVERFLOW`, for a kernel return that does not fit the type its man page gives it
+/// (`syscall(2)` widens every return to a `long`); a kernel that keeps its ABI never
+/// produces it.
+fn overflow(_: std::num::TryFromIntError) -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::EOVERFLOW)
+}

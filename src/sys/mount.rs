@@ -333,9 +333,12 @@ pub fn loopback_up() -> io::Result<()> {
     // reads and fills (SIOCGIFFLAGS writes ifru_flags).
     let mut r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) };
     if r == 0 {
+        // IFF_UP and IFF_RUNNING are bits 0 and 6: the short holds them.
+        #[allow(clippy::cast_possible_truncation)]
+        const UP_RUNNING: libc::c_short = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         // SAFETY: SIOCGIFFLAGS just wrote ifru_flags, the union member read and written here.
         unsafe {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            req.ifr_ifru.ifru_flags |= UP_RUNNING;
         }
         // SAFETY: as above; SIOCSIFFLAGS only reads req.
         r = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req as *const libc::ifreq) };
@@ -375,8 +378,11 @@ pub fn loopback_is_up() -> io::Result<bool> {
     let res = if r < 0 {
         Err(io::Error::last_os_error())
     } else {
+        // IFF_UP is bit 0: the short holds it.
+        #[allow(clippy::cast_possible_truncation)]
+        const UP: libc::c_short = libc::IFF_UP as libc::c_short;
         // SAFETY: SIOCGIFFLAGS wrote ifru_flags.
-        Ok(unsafe { req.ifr_ifru.ifru_flags } & libc::IFF_UP as libc::c_short != 0)
+        Ok(unsafe { req.ifr_ifru.ifru_flags } & UP != 0)
     };
     // SAFETY: fd is ours and closed exactly once.
     unsafe { libc::close(fd) };

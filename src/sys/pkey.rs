@@ -17,7 +17,7 @@ pub fn pkey_alloc(access_rights: u32) -> io::Result<u32> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(r as u32)
+        u32::try_from(r).map_err(super::overflow)
     }
 }
 
@@ -170,5 +170,5 @@ pub fn kernel_can_read(addr: usize, len: usize) -> io::Result<bool> {
         }
         return Err(e);
     }
-    Ok(n as usize == len)
+    Ok(usize::try_from(n).is_ok_and(|n| n == len))
 }

@@ -238,9 +238,10 @@ impl Failure {
     /// Packs the failure into a `u64` for the pipe to the supervisor: the step in the top
     /// byte, the detail in bits 16..48, the errno in the low 16 bits.
     pub fn encode(self) -> u64 {
-        u64::from(self.step as u8) << 56
-            | u64::from(self.detail) << 16
-            | u64::from(self.errno as u16)
+        // errno values are below 4096: u16 holds them.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let errno = self.errno as u16;
+        u64::from(self.step as u8) << 56 | u64::from(self.detail) << 16 | u64::from(errno)
     }
 }
 

@@ -55,6 +55,7 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>, tag: u8) -> io::Result<
         iov_len: 1,
     };
     let mut buf = CmsgBuf([0; 32]);
+    #[allow(clippy::cast_possible_truncation)] // the size of one int (4) fits a u32
     // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
     let (space, len) = unsafe {
         (

@@ -16,7 +16,7 @@ pub fn current_mode() -> io::Result<u32> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(r as u32)
+        u32::try_from(r).map_err(super::overflow)
     }
 }
 
@@ -118,7 +118,10 @@ pub fn install_filter(program: &[libc::sock_filter], tsync: bool) -> Result<(), 
     };
     match r {
         0 => Ok(()),
-        r if r > 0 => Err(InstallFailure::ThreadSync(r as i32)),
+        r if r > 0 => Err(i32::try_from(r).map_or(
+            InstallFailure::Errno(libc::EOVERFLOW),
+            InstallFailure::ThreadSync,
+        )),
         _ => Err(InstallFailure::Errno(
             io::Error::last_os_error()
                 .raw_os_error()
@@ -172,7 +175,10 @@ impl Failure {
             Failure::InstallListener(errno) => (5, errno),
             Failure::SendListener(errno) => (6, errno),
         };
-        tag << 32 | u64::from(v as u32)
+        // The errno's or tid's bits as they are: decoded with the inverse cast.
+        #[allow(clippy::cast_sign_loss)]
+        let v = v as u32;
+        tag << 32 | u64::from(v)
     }
 }
 

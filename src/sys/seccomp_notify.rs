@@ -51,9 +51,10 @@ pub fn install_filter_with_listener(program: &[libc::sock_filter]) -> Result<Own
             .raw_os_error()
             .unwrap_or(libc::EINVAL));
     }
+    let fd = i32::try_from(r).map_err(|_| libc::EOVERFLOW)?;
     // SAFETY: with NEW_LISTENER a successful seccomp(2) returns a fresh descriptor that nothing
     // else in this process owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// One notification: what the filtered thread called, as `struct seccomp_notif` gives it.

@@ -282,13 +282,13 @@ pub fn write_stderr(mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: bytes is a live slice; write reads at most bytes.len() bytes from it.
         let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return;
+        match usize::try_from(n) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            // Negative: -1 and errno.
+            Err(_) if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            Err(_) => return,
         }
-        bytes = &bytes[n as usize..];
     }
 }
 

@@ -26,8 +26,9 @@ pub fn open_syscall() -> io::Result<OwnedFd> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: r is a freshly created descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    let fd = i32::try_from(r).map_err(super::overflow)?;
+    // SAFETY: fd is a freshly created descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Creates a userfaultfd through `/dev/userfaultfd` (`USERFAULTFD_IOC_NEW`).
@@ -261,7 +262,7 @@ pub enum Msg {
         /// `UFFD_PAGEFAULT_FLAG_*` (WRITE, WP, MINOR).
         flags: u64,
         /// The faulting address (exact with `UFFD_FEATURE_EXACT_ADDRESS`).
-        address: u64,
+        address: usize,
         /// The faulting thread (with `UFFD_FEATURE_THREAD_ID`, else 0).
         ptid: u32,
     },
@@ -272,7 +273,8 @@ pub enum Msg {
 /// Reads one message from a non-blocking userfaultfd; `None` when none is pending (`EAGAIN`).
 ///
 /// # Errors
-/// The `read` errno other than `EAGAIN`/`EINTR`.
+/// The `read` errno other than `EAGAIN`/`EINTR`; `EIO` for a short message or a fault
+/// address that is not one of this process's.
 ///
 /// # References
 /// userfaultfd(2) "Reading from the userfaultfd structure".
@@ -291,7 +293,7 @@ pub fn read_msg(fd: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
                 _ => return Err(e),
             }
         }
-        if n as usize != size {
+        if usize::try_from(n).ok() != Some(size) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         break;
@@ -307,7 +309,8 @@ pub fn read_msg(fd: BorrowedFd<'_>) -> io::Result<Option<Msg>> {
     let ptid = unsafe { pf.feat.ptid };
     Ok(Some(Msg::PageFault {
         flags: pf.flags,
-        address: pf.address,
+        address: usize::try_from(pf.address)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EIO))?,
         ptid,
     }))
 }

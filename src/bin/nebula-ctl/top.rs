@@ -33,6 +33,8 @@ fn bar(s: &Stats) -> String {
     match s.memory_max {
         Some(m) if m > 0 => {
             let frac = (s.memory_current as f64 / m as f64).clamp(0.0, 1.0);
+            // frac is clamped to [0, 1]: the product is 0..=BAR.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let n = (frac * BAR as f64).round() as usize;
             format!("[{}{}]", "#".repeat(n), ".".repeat(BAR - n))
         }

@@ -138,9 +138,13 @@ impl Tree {
     }
 
     /// The archive in `newc` format, terminated by `TRAILER!!!`.
-    pub(crate) fn cpio(&self) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// `InvalidInput` for what newc's 32-bit header fields cannot describe: a file of 4 GiB
+    /// or more, a name as long, or more than `u32::MAX` entries.
+    pub(crate) fn cpio(&self) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        for (ino, (path, data)) in self.entries.iter().enumerate() {
+        for (i, (path, data)) in self.entries.iter().enumerate() {
             let name = path.trim_start_matches('/');
             let (mode, body): (u32, &[u8]) = match data {
                 Data::Dir => (0o040755, &[]),
@@ -148,10 +152,12 @@ impl Tree {
                 Data::Symlink(t) => (0o120777, t.as_bytes()),
             };
             let nlink = if matches!(data, Data::Dir) { 2 } else { 1 };
-            cpio_entry(&mut out, ino as u32 + 1, mode, nlink, name, body);
+            // Inode 0 is left to the trailer.
+            let ino = header_field(name, "inode number", i + 1)?;
+            cpio_entry(&mut out, ino, mode, nlink, name, body)?;
         }
-        cpio_entry(&mut out, 0, 0, 1, "TRAILER!!!", &[]);
-        out
+        cpio_entry(&mut out, 0, 0, 1, "TRAILER!!!", &[])?;
+        Ok(out)
     }
 }
 
@@ -161,7 +167,23 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
-fn cpio_entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, name: &str, body: &[u8]) {
+fn header_field(name: &str, what: &str, n: usize) -> io::Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}: a {what} of {n} does not fit a newc cpio header"),
+        )
+    })
+}
+
+fn cpio_entry(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    name: &str,
+    body: &[u8],
+) -> io::Result<()> {
     let fields = [
         ino,
         mode,
@@ -169,12 +191,13 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, name: &str, bo
         0, // gid
         nlink,
         0, // mtime
-        body.len() as u32,
+        header_field(name, "file size", body.len())?,
         0, // devmajor
         0, // devminor
         0, // rdevmajor
         0, // rdevminor
-        name.len() as u32 + 1,
+        // With its NUL.
+        header_field(name, "name size", name.len() + 1)?,
         0, // check
     ];
     out.extend_from_slice(b"070701");
@@ -186,6 +209,7 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, name: &str, bo
     pad4(out);
     out.extend_from_slice(body);
     pad4(out);
+    Ok(())
 }
 
 /// The libraries `ldd` names for `program` (none for a static program).
@@ -277,7 +301,7 @@ pub(crate) fn cached(tree: &Tree, dir: &Path) -> Result<(PathBuf, bool), Hardwar
     fs::create_dir_all(dir).map_err(write)?;
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), next_serial()));
     let res = fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(&tree.cpio()).and_then(|()| f.sync_data()))
+        .and_then(|mut f| f.write_all(&tree.cpio()?).and_then(|()| f.sync_data()))
         .and_then(|()| fs::rename(&tmp, &path)); // atomic publish
     if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
@@ -321,7 +345,7 @@ mod tests {
     fn cpio_is_newc_with_parents_and_trailer() {
         let mut t = Tree::default();
         t.add_bytes("/a/b/c", b"hello".to_vec(), 0o644);
-        let c = t.cpio();
+        let c = t.cpio().unwrap();
         assert!(c.starts_with(b"070701"));
         assert_eq!(c.len() % 4, 0);
         let text = String::from_utf8_lossy(&c);

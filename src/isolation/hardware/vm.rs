@@ -364,7 +364,8 @@ impl HardwareIsolation {
         script.push(b'\n');
         let mut t = initramfs::Tree::default();
         t.add_bytes("/cmd", script, 0o644);
-        Ok(t.cpio())
+        t.cpio()
+            .map_err(|e| HardwareError::InvalidConfig(format!("the command line: {e}")))
     }
 
     fn qemu_command(&self, dir: &Path, initrd: &Path) -> std::process::Command {

@@ -338,7 +338,9 @@ impl IdPool {
                 let _lock = self.lock_dir()?;
                 // Again under the lock: another supervisor may have added them meanwhile.
                 let (u, g) = (read(&self.subuid)?, read(&self.subgid)?);
-                let count = u64::from(RANGE) * u64::from(DEFAULT_SLOTS);
+                // A const, so the product is checked at compile time to fit the file's u32.
+                const COUNT: u32 = RANGE * DEFAULT_SLOTS;
+                let count = u64::from(COUNT);
                 let both: Vec<SubidEntry> = u.iter().chain(g.iter()).cloned().collect();
                 let pick = |file: &Path, entries: &[SubidEntry]| {
                     free_start(entries, DEFAULT_START, count).ok_or_else(|| IdPoolError::NoRoom {
@@ -355,7 +357,7 @@ impl IdPool {
                             Some(s) => s,
                             None => pick(&self.subuid, &u)?,
                         };
-                        append_entry(&self.subuid, start, count as u32)?
+                        append_entry(&self.subuid, start, COUNT)?
                     }
                 };
                 let ge = match ours(&g) {
@@ -365,7 +367,7 @@ impl IdPool {
                             Some(s) if free_start(&g, s, count) == Some(s) => s,
                             _ => pick(&self.subgid, &g)?,
                         };
-                        append_entry(&self.subgid, start, count as u32)?
+                        append_entry(&self.subgid, start, COUNT)?
                     }
                 };
                 (ue, ge)
@@ -926,7 +928,7 @@ mod tests {
         // An entry that fills everything up to the ceiling leaves no room.
         let full = parse_subid(&format!(
             "a:{DEFAULT_START}:{}\n",
-            CEILING as u32 - DEFAULT_START
+            u32::try_from(CEILING).unwrap() - DEFAULT_START
         ));
         assert_eq!(free_start(&full, DEFAULT_START, c), None);
     }

@@ -1036,8 +1036,8 @@ impl<'a> Running<'a> {
                     let v = ViolationInfo {
                         address: None,
                         kind: ViolationKind::MemoryPressure {
-                            stall_us: w.stall.as_micros() as u64,
-                            window_us: w.window.as_micros() as u64,
+                            stall_us: u64::try_from(w.stall.as_micros()).unwrap_or(u64::MAX),
+                            window_us: u64::try_from(w.window.as_micros()).unwrap_or(u64::MAX),
                             killed: kill,
                         },
                         region: None,
@@ -1384,6 +1384,9 @@ fn setup_error(
 /// The cause of a failed step: capability and seccomp failures carry their module error's
 /// 64-bit code in (detail, errno); every other step an errno.
 fn privilege_error(step: Step, detail: i32, errno: i32) -> io::Error {
+    // The report's (detail, errno) are the code's two 32-bit halves, bits as they are
+    // (sys::clone::split_code made them).
+    #[allow(clippy::cast_sign_loss)]
     let code = (u64::from(detail as u32) << 32) | u64::from(errno as u32);
     match step {
         Step::Capabilities => match crate::privileges::PrivilegeError::decode(code) {
@@ -1454,11 +1457,10 @@ fn decode_result<T: DeserializeOwned>(
             limit,
         });
     }
-    let body = &bytes[8..];
-    if (body.len() as u64) < len {
+    let Some(body) = usize::try_from(len).ok().and_then(|n| bytes[8..].get(..n)) else {
         return Err(ClosureError::Died(status));
-    }
-    match postcard::from_bytes::<Result<T, String>>(&body[..len as usize]) {
+    };
+    match postcard::from_bytes::<Result<T, String>>(body) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(panic)) => Err(ClosureError::Panicked(panic)),
         Err(e) => Err(ClosureError::Decode(e.to_string())),

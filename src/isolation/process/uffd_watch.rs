@@ -235,7 +235,7 @@ impl Watcher {
                 && flags & FLAG_WP != 0
             {
                 return Ok(Some(ViolationInfo {
-                    address: Some(address as usize),
+                    address: Some(address),
                     kind: ViolationKind::WriteToFrozen,
                     region: None,
                     context: None,

@@ -295,7 +295,7 @@ impl Run {
             }
         }
         Ok(ExitCode::from(
-            outcome.status.shell_code().clamp(0, 255) as u8
+            u8::try_from(outcome.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX),
         ))
     }
 }

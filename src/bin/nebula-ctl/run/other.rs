@@ -58,7 +58,7 @@ pub fn critical(p: &RunProfile, command: &[OsString]) -> ExitCode {
             if let Some(e) = o.error(p.time) {
                 eprintln!("nebula-ctl: {e}");
             }
-            ExitCode::from(o.exit_code().clamp(0, 255) as u8)
+            ExitCode::from(u8::try_from(o.exit_code().clamp(0, 255)).unwrap_or(u8::MAX))
         }
         Err(e) => {
             eprintln!("nebula-ctl: refused: {e}");
@@ -100,7 +100,13 @@ fn run_wasm(
         ..WasmConfig::default()
     };
     if let Some(m) = memory {
-        config.memory_limit = m as usize;
+        match usize::try_from(m) {
+            Ok(m) => config.memory_limit = m,
+            Err(_) => {
+                eprintln!("nebula-ctl: --memory {m} is larger than this machine's address space");
+                return ExitCode::from(USAGE);
+            }
+        }
     }
     if time.is_some() {
         config.deadline = time;
