@@ -1,12 +1,28 @@
-//! The crate's error type.
+//! The crate's error type: the seed's variants, and a roll-up of the module errors.
 //!
-//! Every fallible public function returns [`IsolationError`] (or a module error that
-//! converts into it). Variants carry the facts a caller needs to act: which context, which
-//! limit, what was asked for; messages name the fix where one is known.
+//! Every fallible public function returns [`IsolationError`] or its module's own error
+//! (`ProcessError`, `SeccompError`, `PkeyError`, ...), which converts into it. A limit this
+//! host cannot enforce is [`IsolationError::Unsupported`] and a contradiction in the
+//! configuration [`IsolationError::InvalidConfig`], whichever module found it; every other
+//! module error is kept whole in its roll-up variant, so its causes stay a chain of
+//! `source()`s that a printer shows once each. Variants carry the facts a caller needs to
+//! act: which context, which limit, what was asked for; messages name the fix where one is
+//! known.
 
 use std::io;
 
+use crate::admin::profile::ProfileError;
+use crate::admin::registry::RegistryError;
 use crate::base::ContextId;
+use crate::isolation::hardware::HardwareError;
+use crate::isolation::process::ProcessError;
+#[cfg(feature = "wasm")]
+use crate::isolation::wasm::WasmError;
+use crate::memory::pkey::{PkeyError, Unsupported as PkeysUnsupported};
+use crate::memory::uffd::UffdError;
+use crate::memory::violation::ViolationError;
+use crate::privileges::PrivilegeError;
+use crate::seccomp::SeccompError;
 
 /// What went wrong in an isolation operation.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +214,43 @@ pub enum IsolationError {
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
 
+    /// A process context could not be started, supervised or reported on.
+    #[error(transparent)]
+    Process(Box<ProcessError>),
+
+    /// Dropping a process context's privileges failed.
+    #[error(transparent)]
+    Privileges(PrivilegeError),
+
+    /// Installing a seccomp filter failed.
+    #[error(transparent)]
+    Seccomp(SeccompError),
+
+    /// A protection-key operation failed.
+    #[error(transparent)]
+    Pkey(PkeyError),
+
+    /// A userfaultfd operation failed.
+    #[error(transparent)]
+    Uffd(UffdError),
+
+    /// Starting nebula's violation handling failed.
+    #[error(transparent)]
+    Violation(ViolationError),
+
+    /// The registry of running contexts (`/run/nebula`) refused or failed an operation.
+    #[error(transparent)]
+    Registry(RegistryError),
+
+    /// A hardware context (a virtual machine) failed.
+    #[error(transparent)]
+    Hardware(Box<HardwareError>),
+
+    /// A wasm context failed.
+    #[cfg(feature = "wasm")]
+    #[error(transparent)]
+    Wasm(Box<WasmError>),
+
     /// A system call failed.
     #[error("{operation} failed")]
     System {
@@ -221,3 +274,199 @@ impl IsolationError {
 
 /// `Result` with [`IsolationError`].
 pub type Result<T, E = IsolationError> = std::result::Result<T, E>;
+
+impl From<ProcessError> for IsolationError {
+    fn from(e: ProcessError) -> IsolationError {
+        match e {
+            ProcessError::Unsupported { feature, reason } => {
+                IsolationError::Unsupported { feature, reason }
+            }
+            ProcessError::InvalidConfig(msg) => IsolationError::InvalidConfig(msg),
+            other => IsolationError::Process(Box::new(other)),
+        }
+    }
+}
+
+impl From<PrivilegeError> for IsolationError {
+    fn from(e: PrivilegeError) -> Self {
+        match e {
+            PrivilegeError::UnknownCapability { .. } => {
+                IsolationError::InvalidConfig(e.to_string())
+            }
+            other => IsolationError::Privileges(other),
+        }
+    }
+}
+
+impl From<SeccompError> for IsolationError {
+    fn from(e: SeccompError) -> Self {
+        match e {
+            SeccompError::Unsupported { reason } => IsolationError::Unsupported {
+                feature: "seccomp",
+                reason,
+            },
+            SeccompError::UnknownProfile { .. } => IsolationError::InvalidConfig(e.to_string()),
+            other => IsolationError::Seccomp(other),
+        }
+    }
+}
+
+impl From<PkeysUnsupported> for IsolationError {
+    fn from(e: PkeysUnsupported) -> Self {
+        IsolationError::Unsupported {
+            feature: "pkeys",
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<PkeyError> for IsolationError {
+    fn from(e: PkeyError) -> Self {
+        match e {
+            PkeyError::InvalidSize(_) | PkeyError::OutOfBounds { .. } => {
+                IsolationError::InvalidConfig(e.to_string())
+            }
+            PkeyError::Register(v) => v.into(),
+            other => IsolationError::Pkey(other),
+        }
+    }
+}
+
+impl From<UffdError> for IsolationError {
+    fn from(e: UffdError) -> Self {
+        match e {
+            UffdError::MissingFeature { .. } | UffdError::Open { .. } => {
+                IsolationError::Unsupported {
+                    feature: "userfaultfd",
+                    reason: e.to_string(),
+                }
+            }
+            UffdError::InvalidSize(_) | UffdError::OutOfBounds { .. } => {
+                IsolationError::InvalidConfig(e.to_string())
+            }
+            other => IsolationError::Uffd(other),
+        }
+    }
+}
+
+impl From<ViolationError> for IsolationError {
+    fn from(e: ViolationError) -> Self {
+        match e {
+            e @ ViolationError::RegistryFull { .. } => IsolationError::InvalidConfig(e.to_string()),
+            other => IsolationError::Violation(other),
+        }
+    }
+}
+
+impl From<RegistryError> for IsolationError {
+    fn from(e: RegistryError) -> IsolationError {
+        IsolationError::Registry(e)
+    }
+}
+
+impl From<ProfileError> for IsolationError {
+    fn from(e: ProfileError) -> IsolationError {
+        IsolationError::InvalidConfig(e.to_string())
+    }
+}
+
+impl From<HardwareError> for IsolationError {
+    fn from(e: HardwareError) -> IsolationError {
+        match e {
+            HardwareError::Unsupported { feature, reason } => {
+                IsolationError::Unsupported { feature, reason }
+            }
+            HardwareError::ToolMissing { tool, .. } => IsolationError::Unsupported {
+                feature: tool,
+                reason: e.to_string(),
+            },
+            HardwareError::InvalidConfig(msg) => IsolationError::InvalidConfig(msg),
+            other => IsolationError::Hardware(Box::new(other)),
+        }
+    }
+}
+
+/// The error and its sources, `: `-joined (for the seed's variants that hold a reason).
+#[cfg(feature = "wasm")]
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(feature = "wasm")]
+impl From<WasmError> for IsolationError {
+    fn from(e: WasmError) -> Self {
+        match e {
+            WasmError::Configure(_)
+            | WasmError::Compile { .. }
+            | WasmError::ModuleTooLarge { .. }
+            | WasmError::ExportNotFound { .. }
+            | WasmError::SignatureMismatch { .. } => IsolationError::InvalidConfig(chain(&e)),
+            WasmError::NoMemoryExport => IsolationError::NoMemoryExport,
+            WasmError::UnresolvedImport { .. } => IsolationError::Unsupported {
+                feature: "wasm imports",
+                reason: chain(&e),
+            },
+            WasmError::LimitRefused {
+                context,
+                limit,
+                requested,
+                used,
+                max,
+            } => IsolationError::LimitExceeded {
+                context,
+                limit,
+                requested,
+                used,
+                max,
+            },
+            WasmError::OutOfFuel {
+                context, budget, ..
+            } => IsolationError::LimitExceeded {
+                context,
+                limit: "fuel",
+                requested: budget.saturating_add(1),
+                used: budget,
+                max: budget,
+            },
+            WasmError::DeadlineExceeded {
+                context,
+                limit,
+                elapsed,
+                ..
+            } => IsolationError::DeadlineExceeded {
+                context,
+                limit,
+                elapsed,
+            },
+            WasmError::StackExhausted {
+                context, max_stack, ..
+            } => {
+                let max = u64::try_from(max_stack).unwrap_or(u64::MAX);
+                IsolationError::LimitExceeded {
+                    context,
+                    limit: "wasm stack",
+                    requested: max.saturating_add(1),
+                    used: max,
+                    max,
+                }
+            }
+            // wasmtime does not report the faulting linear-memory address: 0.
+            WasmError::Trap { .. } => IsolationError::AccessViolation {
+                address: 0,
+                reason: chain(&e),
+            },
+            WasmError::MemoryAccess { offset, .. } => IsolationError::AccessViolation {
+                address: offset,
+                reason: chain(&e),
+            },
+            other => IsolationError::Wasm(Box::new(other)),
+        }
+    }
+}

@@ -58,7 +58,6 @@ use rustix::process::Gid;
 
 pub use ::caps::Capability;
 
-use crate::error::IsolationError;
 use crate::sys;
 
 /// A set of capabilities as the kernel's 64-bit mask (bit n = capability n).
@@ -399,24 +398,6 @@ impl From<sys::privileges::Failure> for PrivilegeError {
     fn from(f: sys::privileges::Failure) -> Self {
         // The two encodings are one: decoding what the child packed gives the variant.
         PrivilegeError::decode(f.encode()).unwrap_or(PrivilegeError::SetCaps { errno: f.errno })
-    }
-}
-
-impl From<PrivilegeError> for IsolationError {
-    fn from(e: PrivilegeError) -> Self {
-        match e.errno() {
-            Some(errno) => IsolationError::System {
-                operation: format!("dropping capabilities: {e}"),
-                source: std::io::Error::from_raw_os_error(errno),
-            },
-            None => match e {
-                PrivilegeError::ReadLastCap { source } => IsolationError::System {
-                    operation: "reading /proc/sys/kernel/cap_last_cap".into(),
-                    source,
-                },
-                other => IsolationError::InvalidConfig(other.to_string()),
-            },
-        }
     }
 }
 

@@ -9,10 +9,12 @@ use std::process::{Command, Output};
 
 mod common;
 
-/// The example binary `name`, beside this test's directory (`target/debug/examples`).
+/// The example binary `name` in the target directory's `debug/examples` (found from the
+/// build's own tmp directory: in the VM tier this test runs from elsewhere, and the examples
+/// are copied to their host path).
 fn example(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join(name);
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent()?;
+    let path = target.join("debug").join("examples").join(name);
     if path.is_file() {
         Some(path)
     } else {

@@ -39,7 +39,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cgroup::{CpuMax, IoDevice, IoMax, Limit, parse_cpu_share, parse_size};
-use crate::error::IsolationError;
 use crate::seccomp::Profile as SeccompProfile;
 
 use crate::isolation::process::{
@@ -121,12 +120,6 @@ pub enum ProfileError {
         /// Why.
         reason: String,
     },
-}
-
-impl From<ProfileError> for IsolationError {
-    fn from(e: ProfileError) -> IsolationError {
-        IsolationError::InvalidConfig(e.to_string())
-    }
 }
 
 /// A value that does not parse: the reason, for a flag's or a key's error message.
@@ -436,52 +429,275 @@ pub fn parse_io(s: &str) -> Result<IoMax, ValueError> {
 /// The options of one `nebula-ctl run`: every field is unset unless a profile key or a flag
 /// set it; [`RunProfile::overlay`] puts flags over a profile; [`RunProfile::to_config`]
 /// turns it into a [`ProcessConfig`] on top of the strict default.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// One struct serves both doors: clap derives the flags from it (`nebula-ctl run` flattens
+/// it), serde the profile's keys (kebab-case, each value read by the same parser as its
+/// flag). `landlock` and `ro-root` are flags of their own on the command line
+/// (`--landlock`/`--no-landlock`, `--ro-root`/`--rw-root`).
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RunProfile {
-    /// `name`.
+    /// The context's name in `nebula-ctl list` (unique among running contexts).
+    #[arg(long, value_parser = parse_name)]
+    #[serde(default, deserialize_with = "de::name")]
     pub name: Option<String>,
-    /// `memory`: `memory.max` in bytes.
+    /// Memory limit (memory.max), e.g. 64M, 1.5G; beyond it the context is OOM-killed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[serde(default, deserialize_with = "de::size")]
     pub memory: Option<u64>,
-    /// `memory-fallback`: what to do with `memory` without cgroup v2.
+    /// Without cgroup v2: refuse --memory (the default), or rlimit-as: limit each process's
+    /// address space to it instead (RLIMIT_AS: reserved address space per process, not
+    /// resident memory per context).
+    #[arg(long, value_name = "refuse|rlimit-as", value_parser = parse_memory_fallback)]
+    #[serde(default, deserialize_with = "de::memory_fallback")]
     pub memory_fallback: Option<MemoryFallback>,
-    /// `memory-high`: `memory.high` in bytes.
+    /// Memory throttling threshold (memory.high).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[serde(default, deserialize_with = "de::size")]
     pub memory_high: Option<u64>,
-    /// `swap`: `memory.swap.max` in bytes.
+    /// Swap limit (memory.swap.max).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[serde(default, deserialize_with = "de::size")]
     pub swap: Option<u64>,
-    /// `cpu`: `cpu.max`.
+    /// CPU bandwidth (cpu.max): 0.5 or 50% of one CPU, 2 for two CPUs.
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpu)]
+    #[serde(default, deserialize_with = "de::cpu")]
     pub cpu: Option<CpuMax>,
-    /// `pids`: `pids.max`.
+    /// Most processes and threads (pids.max).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    #[serde(default, deserialize_with = "de::pids")]
     pub pids: Option<u64>,
-    /// `io`: `io.max` lines.
+    /// I/O limit (io.max), "DEV rbps=SIZE,wbps=SIZE,riops=N,wiops=N"; DEV is MAJ:MIN or a
+    /// device path. Repeatable.
+    #[arg(long, value_name = "DEV RATES", value_parser = parse_io)]
+    #[serde(default, deserialize_with = "de::io")]
     pub io: Vec<IoMax>,
-    /// `time`: the wall-clock limit.
+    /// Wall-clock limit, e.g. 500ms, 30s, 2m; then the context is killed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de::duration")]
     pub time: Option<Duration>,
-    /// `cpu-time`: the CPU-time limit.
+    /// CPU-time limit of the whole context.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de::duration")]
     pub cpu_time: Option<Duration>,
-    /// `net`.
+    /// Network: none (own namespace, only lo; the default) or host.
+    #[arg(long, value_name = "none|host", value_parser = parse_net)]
+    #[serde(default, deserialize_with = "de::net")]
     pub net: Option<Network>,
-    /// `seccomp`.
+    /// Seccomp profile: default, strict, deny-network or none.
+    #[arg(long, value_name = "PROFILE", value_parser = parse_seccomp)]
+    #[serde(default, deserialize_with = "de::seccomp")]
     pub seccomp: Option<SeccompProfile>,
-    /// `landlock`.
+    /// Landlock under the read-only root (`landlock = true`; on the command line
+    /// `--landlock`/`--no-landlock`).
+    #[arg(skip)]
+    #[serde(default, deserialize_with = "de::boolean")]
     pub landlock: Option<bool>,
-    /// `landlock-read`: the read allow-list.
+    /// With Landlock, reads and execution only beneath PATH (and the writable places);
+    /// implies --landlock. List the program's and its libraries' directories too (e.g.
+    /// /usr). Repeatable.
+    #[arg(long, value_name = "PATH", value_parser = parse_landlock_path)]
+    #[serde(default, deserialize_with = "de::landlock_read")]
     pub landlock_read: Vec<PathBuf>,
-    /// `ro-root`.
+    /// Read-only root (`ro-root = false` turns it off; on the command line `--rw-root`).
+    #[arg(skip)]
+    #[serde(default, deserialize_with = "de::boolean")]
     pub ro_root: Option<bool>,
-    /// `tmpfs`.
+    /// A private tmpfs at PATH (default size 64M; /tmp has one already). Repeatable.
+    #[arg(long, value_name = "PATH[:SIZE]", value_parser = parse_tmpfs)]
+    #[serde(default, deserialize_with = "de::tmpfs")]
     pub tmpfs: Vec<TmpfsMount>,
-    /// `bind`.
+    /// Bind-mount host path SRC at DST (writable unless :ro). Repeatable.
+    #[arg(long, value_name = "SRC:DST[:ro]", value_parser = parse_bind)]
+    #[serde(default, deserialize_with = "de::bind")]
     pub bind: Vec<BindMount>,
-    /// `uid`: root inside maps to the one host id `(uid, gid)`.
+    /// The one host uid (and gid) that root inside the context maps to. By default a root
+    /// caller gives each context a range of 65,536 host ids of its own (nebula's pool in
+    /// /etc/subuid); `--uid 0` makes the workload root of the host.
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_uid)]
+    #[serde(default, deserialize_with = "de::ids")]
     pub uid: Option<(u32, u32)>,
-    /// `user`: the command runs as `(uid, gid)` inside.
+    /// The id inside the context that the command runs as (default 0, root of the context).
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_uid)]
+    #[serde(default, deserialize_with = "de::ids")]
     pub user: Option<(u32, u32)>,
-    /// `hostname`.
+    /// The hostname inside.
+    #[arg(long)]
+    #[serde(default, deserialize_with = "de::hostname")]
     pub hostname: Option<String>,
-    /// `env`.
+    /// An environment variable of the command (the environment is empty otherwise).
+    /// Repeatable.
+    #[arg(long, value_name = "K=V", value_parser = parse_env)]
+    #[serde(default, deserialize_with = "de::env")]
     pub env: Vec<(String, String)>,
-    /// `cwd`.
+    /// Working directory inside.
+    #[arg(long, value_name = "DIR", value_parser = parse_cwd)]
+    #[serde(default, deserialize_with = "de::cwd")]
     pub cwd: Option<PathBuf>,
+}
+
+/// A working directory inside: an absolute path.
+///
+/// # Errors
+///
+/// [`ValueError`] for a relative path.
+pub fn parse_cwd(s: &str) -> Result<PathBuf, ValueError> {
+    absolute("cwd", s)
+}
+
+/// The profile's value readers: each takes the TOML value of one key and gives what the
+/// flag's parser gives for the same text, or the reason it does not fit.
+mod de {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use serde::de::{Deserialize, Deserializer, Error as _};
+    use toml::Value as V;
+
+    use super::*;
+
+    /// Reads the key's TOML value and converts it with `f`, the reason becoming serde's error.
+    fn with<'de, D: Deserializer<'de>, T>(
+        d: D,
+        f: impl FnOnce(&V) -> Result<T, String>,
+    ) -> Result<T, D::Error> {
+        let v = V::deserialize(d)?;
+        f(&v).map_err(D::Error::custom)
+    }
+
+    fn string(v: &V) -> Result<String, String> {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("expected a string, found {}", v.type_str()))
+    }
+
+    fn strings<T>(v: &V, parse: fn(&str) -> Result<T, ValueError>) -> Result<Vec<T>, String> {
+        let a = v
+            .as_array()
+            .ok_or_else(|| format!("expected an array of strings, found {}", v.type_str()))?;
+        a.iter()
+            .map(|x| parse(&string(x)?).map_err(|e| e.0))
+            .collect()
+    }
+
+    fn parsed<T>(v: &V, parse: fn(&str) -> Result<T, ValueError>) -> Result<T, String> {
+        parse(&string(v)?).map_err(|e| e.0)
+    }
+
+    pub(super) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        with(d, |v| parsed(v, parse_name).map(Some))
+    }
+
+    pub(super) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        with(d, |v| match v {
+            V::String(s) => parse_bytes(s).map(Some).map_err(|e| e.0),
+            V::Integer(i) => u64::try_from(*i)
+                .ok()
+                .filter(|&n| n > 0)
+                .map(Some)
+                .ok_or_else(|| "must be positive".into()),
+            o => Err(format!(
+                "expected a size (\"64M\" or bytes), found {}",
+                o.type_str()
+            )),
+        })
+    }
+
+    pub(super) fn memory_fallback<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<MemoryFallback>, D::Error> {
+        with(d, |v| parsed(v, parse_memory_fallback).map(Some))
+    }
+
+    pub(super) fn cpu<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CpuMax>, D::Error> {
+        with(d, |v| {
+            let text = match v {
+                V::String(s) => s.clone(),
+                V::Integer(i) => i.to_string(),
+                V::Float(f) => f.to_string(),
+                o => {
+                    return Err(format!(
+                        "expected \"50%\" or a number, found {}",
+                        o.type_str()
+                    ));
+                }
+            };
+            parse_cpu(&text).map(Some).map_err(|e| e.0)
+        })
+    }
+
+    pub(super) fn pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        with(d, |v| match v {
+            V::Integer(i) => parse_count(&i.to_string()).map(Some).map_err(|e| e.0),
+            o => Err(format!("expected an integer, found {}", o.type_str())),
+        })
+    }
+
+    pub(super) fn io<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IoMax>, D::Error> {
+        with(d, |v| strings(v, parse_io))
+    }
+
+    pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        with(d, |v| match v {
+            V::String(s) => parse_duration(s).map(Some).map_err(|e| e.0),
+            o => Err(format!(
+                "expected a duration string with a unit (\"30s\"), found {}",
+                o.type_str()
+            )),
+        })
+    }
+
+    pub(super) fn net<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Network>, D::Error> {
+        with(d, |v| parsed(v, parse_net).map(Some))
+    }
+
+    pub(super) fn seccomp<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SeccompProfile>, D::Error> {
+        with(d, |v| parsed(v, parse_seccomp).map(Some))
+    }
+
+    pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        with(d, |v| {
+            v.as_bool()
+                .map(Some)
+                .ok_or_else(|| format!("expected true or false, found {}", v.type_str()))
+        })
+    }
+
+    pub(super) fn landlock_read<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        with(d, |v| strings(v, parse_landlock_path))
+    }
+
+    pub(super) fn tmpfs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TmpfsMount>, D::Error> {
+        with(d, |v| strings(v, parse_tmpfs))
+    }
+
+    pub(super) fn bind<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BindMount>, D::Error> {
+        with(d, |v| strings(v, parse_bind))
+    }
+
+    pub(super) fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u32, u32)>, D::Error> {
+        with(d, |v| match v {
+            V::Integer(i) => u32::try_from(*i)
+                .map(|u| Some((u, u)))
+                .map_err(|_| "not a valid id".to_owned()),
+            V::String(s) => parse_uid(s).map(Some).map_err(|e| e.0),
+            o => Err(format!("expected an id, found {}", o.type_str())),
+        })
+    }
+
+    pub(super) fn hostname<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        with(d, |v| string(v).map(Some))
+    }
+
+    pub(super) fn env<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        with(d, |v| strings(v, parse_env))
+    }
+
+    pub(super) fn cwd<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        with(d, |v| parsed(v, parse_cwd).map(Some))
+    }
 }
 
 /// A TOML value as written (the crate's `display` feature is off).
@@ -548,6 +764,7 @@ impl RunProfile {
                 message: e.message().to_owned(),
             }
         })?;
+        // Key by key, so that an error names its key, value and line.
         let mut p = RunProfile::default();
         for (key, value) in &table {
             let Some(&k) = KEYS.iter().find(|k| **k == key.as_str()) else {
@@ -557,139 +774,46 @@ impl RunProfile {
                     key: key.clone(),
                 });
             };
-            p.set(k, value).map_err(|reason| ProfileError::BadValue {
-                path: path.to_owned(),
-                line: line_of(text, k),
-                key: k,
-                value: show(value),
-                reason,
-            })?;
+            let one = toml::Table::from_iter([(key.clone(), value.clone())]);
+            let set: RunProfile = serde::Deserialize::deserialize(toml::Value::Table(one))
+                .map_err(|e: toml::de::Error| ProfileError::BadValue {
+                    path: path.to_owned(),
+                    line: line_of(text, k),
+                    key: k,
+                    value: show(value),
+                    reason: e.message().to_owned(),
+                })?;
+            p = p.overlay(set);
         }
         Ok(p)
     }
 
-    fn set(&mut self, key: &'static str, v: &toml::Value) -> Result<(), String> {
-        use toml::Value as V;
-        let string = |v: &V| -> Result<String, String> {
-            v.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("expected a string, found {}", v.type_str()))
-        };
-        let size = |v: &V| -> Result<u64, String> {
-            match v {
-                V::String(s) => parse_bytes(s).map_err(|e| e.0),
-                V::Integer(i) => u64::try_from(*i)
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| "must be positive".into()),
-                o => Err(format!(
-                    "expected a size (\"64M\" or bytes), found {}",
-                    o.type_str()
-                )),
-            }
-        };
-        let strings = |v: &V| -> Result<Vec<String>, String> {
-            let a = v
-                .as_array()
-                .ok_or_else(|| format!("expected an array of strings, found {}", v.type_str()))?;
-            a.iter().map(string).collect()
-        };
-        let duration = |v: &V| -> Result<Duration, String> {
-            match v {
-                V::String(s) => parse_duration(s).map_err(|e| e.0),
-                o => Err(format!(
-                    "expected a duration string with a unit (\"30s\"), found {}",
-                    o.type_str()
-                )),
-            }
-        };
-        match key {
-            "name" => self.name = Some(parse_name(&string(v)?).map_err(|e| e.0)?),
-            "memory" => self.memory = Some(size(v)?),
-            "memory-high" => self.memory_high = Some(size(v)?),
-            "swap" => self.swap = Some(size(v)?),
-            "cpu" => {
-                let text = match v {
-                    V::String(s) => s.clone(),
-                    V::Integer(i) => i.to_string(),
-                    V::Float(f) => f.to_string(),
-                    o => {
-                        return Err(format!(
-                            "expected \"50%\" or a number, found {}",
-                            o.type_str()
-                        ));
-                    }
-                };
-                self.cpu = Some(parse_cpu(&text).map_err(|e| e.0)?);
-            }
-            "pids" => match v {
-                V::Integer(i) => self.pids = Some(parse_count(&i.to_string()).map_err(|e| e.0)?),
-                o => return Err(format!("expected an integer, found {}", o.type_str())),
-            },
-            "io" => {
-                for s in strings(v)? {
-                    self.io.push(parse_io(&s).map_err(|e| e.0)?);
-                }
-            }
-            "time" => self.time = Some(duration(v)?),
-            "cpu-time" => self.cpu_time = Some(duration(v)?),
-            "net" => self.net = Some(parse_net(&string(v)?).map_err(|e| e.0)?),
-            "memory-fallback" => {
-                self.memory_fallback = Some(parse_memory_fallback(&string(v)?).map_err(|e| e.0)?);
-            }
-            "seccomp" => self.seccomp = Some(parse_seccomp(&string(v)?).map_err(|e| e.0)?),
-            "landlock" => {
-                self.landlock =
-                    Some(v.as_bool().ok_or_else(|| {
-                        format!("expected true or false, found {}", v.type_str())
-                    })?);
-            }
-            "landlock-read" => {
-                for s in strings(v)? {
-                    self.landlock_read
-                        .push(parse_landlock_path(&s).map_err(|e| e.0)?);
-                }
-            }
-            "ro-root" => {
-                self.ro_root =
-                    Some(v.as_bool().ok_or_else(|| {
-                        format!("expected true or false, found {}", v.type_str())
-                    })?);
-            }
-            "tmpfs" => {
-                for s in strings(v)? {
-                    self.tmpfs.push(parse_tmpfs(&s).map_err(|e| e.0)?);
-                }
-            }
-            "bind" => {
-                for s in strings(v)? {
-                    self.bind.push(parse_bind(&s).map_err(|e| e.0)?);
-                }
-            }
-            "uid" | "user" => {
-                let ids = match v {
-                    V::Integer(i) => u32::try_from(*i)
-                        .map(|u| (u, u))
-                        .map_err(|_| "not a valid id".to_owned())?,
-                    V::String(s) => parse_uid(s).map_err(|e| e.0)?,
-                    o => return Err(format!("expected an id, found {}", o.type_str())),
-                };
-                if key == "uid" {
-                    self.uid = Some(ids);
-                } else {
-                    self.user = Some(ids);
-                }
-            }
-            "hostname" => self.hostname = Some(string(v)?),
-            "env" => {
-                for s in strings(v)? {
-                    self.env.push(parse_env(&s).map_err(|e| e.0)?);
-                }
-            }
-            "cwd" => self.cwd = Some(absolute("cwd", &string(v)?).map_err(|e| e.0)?),
-            _ => unreachable!("every key of KEYS is handled"),
-        }
-        Ok(())
+    /// Each key of [`KEYS`] and whether this profile sets it.
+    pub fn keys(&self) -> [(&'static str, bool); KEYS.len()] {
+        [
+            ("name", self.name.is_some()),
+            ("memory", self.memory.is_some()),
+            ("memory-fallback", self.memory_fallback.is_some()),
+            ("memory-high", self.memory_high.is_some()),
+            ("swap", self.swap.is_some()),
+            ("cpu", self.cpu.is_some()),
+            ("pids", self.pids.is_some()),
+            ("io", !self.io.is_empty()),
+            ("time", self.time.is_some()),
+            ("cpu-time", self.cpu_time.is_some()),
+            ("net", self.net.is_some()),
+            ("seccomp", self.seccomp.is_some()),
+            ("landlock", self.landlock.is_some()),
+            ("landlock-read", !self.landlock_read.is_empty()),
+            ("ro-root", self.ro_root.is_some()),
+            ("tmpfs", !self.tmpfs.is_empty()),
+            ("bind", !self.bind.is_empty()),
+            ("uid", self.uid.is_some()),
+            ("user", self.user.is_some()),
+            ("hostname", self.hostname.is_some()),
+            ("env", !self.env.is_empty()),
+            ("cwd", self.cwd.is_some()),
+        ]
     }
 
     /// `top` over `self`: each option `top` sets wins; lists are appended (`env`: a name set
@@ -790,6 +914,13 @@ mod tests {
 
     fn parse(t: &str) -> Result<RunProfile, ProfileError> {
         RunProfile::parse(t, Path::new("p.toml"))
+    }
+
+    #[test]
+    fn the_key_list_is_the_struct() {
+        let names: Vec<&str> = RunProfile::default().keys().iter().map(|k| k.0).collect();
+        assert_eq!(names, KEYS);
+        assert!(RunProfile::default().keys().iter().all(|k| !k.1));
     }
 
     #[test]

@@ -71,7 +71,6 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Leaf, MemoryEvents};
-use crate::error::IsolationError;
 
 use crate::isolation::process::IdRange;
 pub use crate::isolation::process::procfs::process_start_time;
@@ -220,16 +219,6 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-}
-
-impl From<RegistryError> for IsolationError {
-    fn from(e: RegistryError) -> IsolationError {
-        let operation = e.to_string();
-        IsolationError::System {
-            operation,
-            source: std::io::Error::other(e),
-        }
-    }
 }
 
 /// The limits of a context as recorded in its entry (for display; the kernel holds the real

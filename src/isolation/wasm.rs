@@ -5,11 +5,11 @@
 //!
 //! | A module tries to | Stopped by | Reported as |
 //! |---|---|---|
-//! | read or write outside its linear memory | the 4 GiB reservation + 32 MiB guard of each pool slot: the access faults on `PROT_NONE`, wasmtime's signal handler turns it into `Trap::MemoryOutOfBounds` | [`WasmError::Trap`] → [`IsolationError::AccessViolation`] |
-//! | grow its memory past [`WasmConfig::memory_limit`] | [`StoreLimits`] (wrapped to record the refusal): `memory.grow` returns -1, or traps with [`WasmConfig::trap_on_grow_failure`] | counted in [`WasmStats::grow_refusals`]; with the trap, [`WasmError::LimitRefused`] → [`IsolationError::LimitExceeded`] |
+//! | read or write outside its linear memory | the 4 GiB reservation + 32 MiB guard of each pool slot: the access faults on `PROT_NONE`, wasmtime's signal handler turns it into `Trap::MemoryOutOfBounds` | [`WasmError::Trap`] → [`IsolationError::AccessViolation`](crate::IsolationError::AccessViolation) |
+//! | grow its memory past [`WasmConfig::memory_limit`] | [`StoreLimits`] (wrapped to record the refusal): `memory.grow` returns -1, or traps with [`WasmConfig::trap_on_grow_failure`] | counted in [`WasmStats::grow_refusals`]; with the trap, [`WasmError::LimitRefused`] → [`IsolationError::LimitExceeded`](crate::IsolationError::LimitExceeded) |
 //! | declare more memories, tables or table elements than allowed | checked against [`Module::resources_required`] before instantiation, and [`StoreLimits`] | [`WasmError::LimitRefused`] |
 //! | run longer than its instruction budget | fuel ([`WasmConfig::fuel`]), `Trap::OutOfFuel` | [`WasmError::OutOfFuel`] → `LimitExceeded { limit: "fuel" }` |
-//! | run longer than its wall-clock deadline | epoch interruption: one ticker thread per [`WasmIsolation`] bumps the engine's epoch every [`WasmConfig::epoch_tick`]; a per-store callback compares the clock with the call's deadline | [`WasmError::DeadlineExceeded`] → [`IsolationError::DeadlineExceeded`] |
+//! | run longer than its wall-clock deadline | epoch interruption: one ticker thread per [`WasmIsolation`] bumps the engine's epoch every [`WasmConfig::epoch_tick`]; a per-store callback compares the clock with the call's deadline | [`WasmError::DeadlineExceeded`] → [`IsolationError::DeadlineExceeded`](crate::IsolationError::DeadlineExceeded) |
 //! | recurse without end | [`WasmConfig::max_wasm_stack`], `Trap::StackOverflow` | [`WasmError::StackExhausted`] |
 //! | call the host | nothing to call: no imports are linked; a module that imports anything is refused at compile time | [`WasmError::UnresolvedImport`] |
 //! | start too many contexts | the pool's [`WasmConfig::max_contexts`] slots | `LimitExceeded { limit: "wasm contexts" }` |
@@ -57,7 +57,7 @@
 //! An optional export `output: [] -> [i64]` gives `(ptr << 32) | len` of bytes the CLI
 //! writes to stdout after the call. `--memory`, `--fuel` and `--time` set
 //! [`WasmConfig::memory_limit`], [`WasmConfig::fuel`] and [`WasmConfig::deadline`]; a trap
-//! prints the [`IsolationError`] and exits 124 for fuel or the deadline (like `timeout(1)`),
+//! prints the [`IsolationError`](crate::IsolationError) and exits 124 for fuel or the deadline (like `timeout(1)`),
 //! 125 for a refused limit, 134 for any other trap.
 //!
 //! ## Example
@@ -92,7 +92,6 @@ use wasmtime::{
 pub use wasmtime::{Trap, WasmParams, WasmResults};
 
 use crate::base::ContextId;
-use crate::error::IsolationError;
 use crate::violation::{self, ViolationInfo, ViolationKind};
 
 /// The wasm page size (64 KiB).
@@ -417,81 +416,6 @@ impl WasmError {
             | WasmError::Call { context, .. }
             | WasmError::MemoryAccess { context, .. } => Some(*context),
             _ => None,
-        }
-    }
-}
-
-impl From<WasmError> for IsolationError {
-    fn from(e: WasmError) -> Self {
-        let text = error_chain(&e);
-        match e {
-            WasmError::Configure(_)
-            | WasmError::Compile { .. }
-            | WasmError::ModuleTooLarge { .. }
-            | WasmError::ExportNotFound { .. }
-            | WasmError::SignatureMismatch { .. } => IsolationError::InvalidConfig(text),
-            WasmError::CreateEngine { source, .. } => {
-                IsolationError::system(text, std::io::Error::other(source))
-            }
-            WasmError::StartTicker(source) => IsolationError::system(text, source),
-            WasmError::NoMemoryExport => IsolationError::NoMemoryExport,
-            WasmError::UnresolvedImport { .. } => IsolationError::Unsupported {
-                feature: "wasm imports",
-                reason: text,
-            },
-            WasmError::LimitRefused {
-                context,
-                limit,
-                requested,
-                used,
-                max,
-            } => IsolationError::LimitExceeded {
-                context,
-                limit,
-                requested,
-                used,
-                max,
-            },
-            WasmError::Instantiate { source, .. } | WasmError::Call { source, .. } => {
-                IsolationError::system(text, std::io::Error::other(source))
-            }
-            WasmError::OutOfFuel {
-                context, budget, ..
-            } => IsolationError::LimitExceeded {
-                context,
-                limit: "fuel",
-                requested: budget.saturating_add(1),
-                used: budget,
-                max: budget,
-            },
-            WasmError::DeadlineExceeded {
-                context,
-                limit,
-                elapsed,
-                ..
-            } => IsolationError::DeadlineExceeded {
-                context,
-                limit,
-                elapsed,
-            },
-            WasmError::StackExhausted {
-                context, max_stack, ..
-            } => IsolationError::LimitExceeded {
-                context,
-                limit: "wasm stack",
-                requested: max_stack as u64 + 1,
-                used: max_stack as u64,
-                max: max_stack as u64,
-            },
-            // wasmtime does not report the faulting linear-memory address: 0.
-            WasmError::Trap { .. } => IsolationError::AccessViolation {
-                address: 0,
-                reason: text,
-            },
-            WasmError::MemoryAccess { offset, .. } => IsolationError::AccessViolation {
-                address: offset,
-                reason: text,
-            },
         }
     }
 }

@@ -57,7 +57,6 @@ use linux_raw_sys::general::{
 
 use super::guarded::{Guarded, GuardedError};
 use crate::base::ContextId;
-use crate::error::IsolationError;
 use crate::sys::mm::{Prot, page_size};
 use crate::sys::uffd as raw;
 use crate::violation::{self, ViolationInfo, ViolationKind};
@@ -141,36 +140,6 @@ pub enum UffdError {
         /// The region's size.
         size: usize,
     },
-}
-
-impl From<UffdError> for IsolationError {
-    fn from(e: UffdError) -> Self {
-        match e {
-            UffdError::MissingFeature { .. } => IsolationError::Unsupported {
-                feature: "userfaultfd",
-                reason: e.to_string(),
-            },
-            UffdError::Open { .. } => IsolationError::Unsupported {
-                feature: "userfaultfd",
-                reason: e.to_string(),
-            },
-            UffdError::InvalidSize(_) | UffdError::OutOfBounds { .. } => {
-                IsolationError::InvalidConfig(e.to_string())
-            }
-            other => {
-                let operation = other.to_string();
-                let source = match other {
-                    UffdError::Api { source, .. }
-                    | UffdError::Register { source, .. }
-                    | UffdError::WriteProtect { source, .. }
-                    | UffdError::Map { source, .. }
-                    | UffdError::StartHandler(source) => source,
-                    _ => io::Error::other("userfaultfd"),
-                };
-                IsolationError::System { operation, source }
-            }
-        }
-    }
 }
 
 /// A userfaultfd: non-blocking, close-on-exec, user-mode faults only, with the API

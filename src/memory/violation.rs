@@ -50,7 +50,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::base::ContextId;
-use crate::error::IsolationError;
 use crate::sys::signal::{self, Disposition, FaultFrame, SEGV_ACCERR, SEGV_MAPERR, SEGV_PKUERR};
 
 pub use crate::base::{Policy, ViolationInfo, ViolationKind};
@@ -73,20 +72,6 @@ pub enum ViolationError {
         /// Slots in the registry.
         capacity: usize,
     },
-}
-
-impl From<ViolationError> for IsolationError {
-    fn from(e: ViolationError) -> Self {
-        match e {
-            ViolationError::InstallHandler(source) | ViolationError::StartDelivery(source) => {
-                IsolationError::System {
-                    operation: "starting nebula's violation handling".into(),
-                    source,
-                }
-            }
-            e @ ViolationError::RegistryFull { .. } => IsolationError::InvalidConfig(e.to_string()),
-        }
-    }
 }
 
 /// How long a fail-stop waits for the handler to run before it aborts anyway (the faulting

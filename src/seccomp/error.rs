@@ -2,7 +2,6 @@
 
 use super::bpf;
 use super::table::Profile;
-use crate::error::IsolationError;
 
 /// What went wrong while compiling or installing a filter.
 ///
@@ -167,33 +166,6 @@ impl From<crate::sys::seccomp::Failure> for SeccompError {
             Failure::SyncThreads(tid) => SeccompError::SyncThreads { tid },
             Failure::InstallListener(errno) => SeccompError::InstallListener { errno },
             Failure::SendListener(errno) => SeccompError::SendListener { errno },
-        }
-    }
-}
-
-impl From<SeccompError> for IsolationError {
-    fn from(e: SeccompError) -> Self {
-        match e {
-            SeccompError::Unsupported { reason } => IsolationError::Unsupported {
-                feature: "seccomp",
-                reason,
-            },
-            SeccompError::UnknownProfile { .. } => IsolationError::InvalidConfig(e.to_string()),
-            SeccompError::SetNoNewPrivs { errno }
-            | SeccompError::InstallFilter { errno, .. }
-            | SeccompError::InstallListener { errno }
-            | SeccompError::SendListener { errno } => IsolationError::System {
-                operation: e.to_string(),
-                source: std::io::Error::from_raw_os_error(errno),
-            },
-            other => IsolationError::System {
-                operation: other.to_string(),
-                source: std::io::Error::other(
-                    std::error::Error::source(&other)
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                ),
-            },
         }
     }
 }

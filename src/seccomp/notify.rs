@@ -99,13 +99,20 @@ impl AsFd for SupervisorOnlyFd {
 /// registered [`SupervisorOnlyMark`] but the numbers in `keep` (this context's own ends).
 /// Returns how many listeners it closed.
 ///
+/// # Safety
+/// Call it only in a closure context's child right after `fork`, before it opens anything:
+/// the registered numbers are then copies of the supervisor's descriptors, whose owners
+/// never run in the child.
+///
 /// # Errors
 /// `/proc/self/fd` cannot be read.
-pub(crate) fn close_in_forked_child(keep: &[i32]) -> io::Result<usize> {
+#[allow(unsafe_code)] // an unsafe door: only a fresh fork may close these numbers
+pub(crate) unsafe fn close_in_forked_child(keep: &[i32]) -> io::Result<usize> {
     for s in &SUPERVISOR_ONLY {
         let fd = s.load(Ordering::SeqCst);
         if fd >= 0 && !keep.contains(&fd) {
-            seccomp_notify::close_inherited(fd);
+            // SAFETY: this function's contract (a fresh fork, nothing opened yet).
+            unsafe { seccomp_notify::close_inherited(fd) };
         }
     }
     seccomp_notify::close_inherited_listeners()

@@ -119,15 +119,18 @@ pub fn recv(listener: BorrowedFd<'_>) -> io::Result<Notification> {
 }
 
 /// Closes descriptor `fd` of a forked closure context that belongs to the supervisor (a
-/// number from [`crate::seccomp::notify::SupervisorOnlyFd`]'s registry), ignoring `EBADF`.
-/// Allocation-free.
+/// number from `SupervisorOnlyFd`'s registry), ignoring `EBADF`. Allocation-free.
+///
+/// # Safety
+/// Call it only in a forked child, before the child opens anything, with a number whose
+/// owner (an `OwnedFd` in the copied memory) never runs in this child: nothing else here may
+/// use or close `fd`.
 ///
 /// # References
 /// close(2).
-pub fn close_inherited(fd: i32) {
-    // SAFETY: called right after fork, before the child opens anything: `fd` is either
-    // closed (EBADF, ignored) or the copy of a supervisor-only descriptor whose owner lives in
-    // another thread's copied memory, which never runs in this child; nothing here uses it.
+pub unsafe fn close_inherited(fd: i32) {
+    // SAFETY: by this function's contract `fd` is either closed (EBADF, ignored) or the copy
+    // of a supervisor-only descriptor that nothing in this child uses or closes.
     unsafe { libc::close(fd) };
 }
 

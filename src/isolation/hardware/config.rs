@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::error::IsolationError;
 use crate::violation::ViolationInfo;
 
 /// Guest memory used when none is given: 256 MiB.
@@ -332,7 +331,7 @@ impl GuestCommand {
     }
 }
 
-/// An error of the hardware level. Converts into [`IsolationError`].
+/// An error of the hardware level. Converts into [`IsolationError`](crate::IsolationError).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HardwareError {
@@ -442,23 +441,4 @@ pub enum HardwareError {
     /// The accelerator probe could not boot even a TCG guest.
     #[error("the hardware probe failed: {0}")]
     Probe(String),
-}
-
-impl From<HardwareError> for IsolationError {
-    fn from(e: HardwareError) -> IsolationError {
-        match e {
-            HardwareError::Unsupported { feature, reason } => {
-                IsolationError::Unsupported { feature, reason }
-            }
-            HardwareError::ToolMissing { tool, .. } => IsolationError::Unsupported {
-                feature: tool,
-                reason: e.to_string(),
-            },
-            HardwareError::InvalidConfig(msg) => IsolationError::InvalidConfig(msg),
-            other => IsolationError::System {
-                operation: other.to_string(),
-                source: io::Error::other(other),
-            },
-        }
-    }
 }

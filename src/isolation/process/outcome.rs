@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cgroup::CgroupError;
-use crate::error::IsolationError;
 use crate::violation::ViolationInfo;
 
 /// How the workload ended.
@@ -167,7 +166,7 @@ pub enum ClosureError {
     Decode(String),
 }
 
-/// An error of the process level. Converts into [`IsolationError`].
+/// An error of the process level. Converts into [`IsolationError`](crate::IsolationError).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessError {
@@ -278,22 +277,4 @@ pub enum ProcessError {
         #[source]
         source: io::Error,
     },
-}
-
-impl From<ProcessError> for IsolationError {
-    fn from(e: ProcessError) -> IsolationError {
-        match e {
-            ProcessError::Unsupported { feature, reason } => {
-                IsolationError::Unsupported { feature, reason }
-            }
-            ProcessError::InvalidConfig(msg) => IsolationError::InvalidConfig(msg),
-            other => {
-                let operation = other.to_string();
-                IsolationError::System {
-                    operation,
-                    source: io::Error::other(other),
-                }
-            }
-        }
-    }
 }

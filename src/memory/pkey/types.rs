@@ -3,23 +3,12 @@
 
 use std::fmt;
 
-use crate::error::IsolationError;
-
 /// Protection keys are not available here; the reason is the probe's.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("protection keys are not available here: {reason}")]
 pub struct Unsupported {
     /// Why not (the same text as `nebula-ctl probe`).
     pub reason: String,
-}
-
-impl From<Unsupported> for IsolationError {
-    fn from(e: Unsupported) -> Self {
-        IsolationError::Unsupported {
-            feature: "pkeys",
-            reason: e.reason,
-        }
-    }
 }
 
 /// Errors of the protection-key layer.
@@ -78,24 +67,6 @@ pub enum PkeyError {
     /// Registering the region with the violation core failed.
     #[error("registering a domain region for violation reports failed")]
     Register(#[source] crate::violation::ViolationError),
-}
-
-impl From<PkeyError> for IsolationError {
-    fn from(e: PkeyError) -> Self {
-        match e {
-            PkeyError::InvalidSize(_) | PkeyError::OutOfBounds { .. } => {
-                IsolationError::InvalidConfig(e.to_string())
-            }
-            PkeyError::Register(v) => v.into(),
-            PkeyError::Alloc(ref s)
-            | PkeyError::Tag { source: ref s, .. }
-            | PkeyError::Map { source: ref s, .. } => IsolationError::System {
-                operation: e.to_string(),
-                source: std::io::Error::new(s.kind(), s.to_string()),
-            },
-            other => IsolationError::InvalidConfig(other.to_string()),
-        }
-    }
 }
 
 /// The access a thread has to one key.

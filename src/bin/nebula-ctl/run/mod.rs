@@ -1,15 +1,10 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use nebula_memory::admin::profile::{self as pf, RunProfile};
+use nebula_memory::admin::profile::RunProfile;
 use nebula_memory::admin::registry::{EntryLimits, Registry};
-use nebula_memory::cgroup::{CpuMax, IoMax};
-use nebula_memory::isolation::process::{
-    BindMount, Command, MemoryFallback, Network, ProcessError, ProcessIsolation, TmpfsMount,
-};
-use nebula_memory::seccomp::Profile as Seccomp;
+use nebula_memory::isolation::process::{Command, ProcessError, ProcessIsolation};
 
 use nebula_memory::admin::report::{record, summary};
 
@@ -32,42 +27,9 @@ mod other;
 /// names the reason); 126: the command could not be executed; 127: the command was not found.
 #[derive(clap::Args, Debug)]
 pub struct Run {
-    /// Memory limit (memory.max), e.g. 64M, 1.5G; beyond it the context is OOM-killed.
-    #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
-    memory: Option<u64>,
-    /// Without cgroup v2: refuse --memory (the default), or rlimit-as: limit each process's
-    /// address space to it instead (RLIMIT_AS: reserved address space per process, not
-    /// resident memory per context).
-    #[arg(long, value_name = "refuse|rlimit-as", value_parser = pf::parse_memory_fallback)]
-    memory_fallback: Option<MemoryFallback>,
-    /// Memory throttling threshold (memory.high).
-    #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
-    memory_high: Option<u64>,
-    /// Swap limit (memory.swap.max).
-    #[arg(long, value_name = "SIZE", value_parser = pf::parse_bytes)]
-    swap: Option<u64>,
-    /// CPU bandwidth (cpu.max): 0.5 or 50% of one CPU, 2 for two CPUs.
-    #[arg(long, value_name = "CPUS", value_parser = pf::parse_cpu)]
-    cpu: Option<CpuMax>,
-    /// Most processes and threads (pids.max).
-    #[arg(long, value_name = "N", value_parser = pf::parse_count)]
-    pids: Option<u64>,
-    /// I/O limit (io.max), "DEV rbps=SIZE,wbps=SIZE,riops=N,wiops=N"; DEV is MAJ:MIN or a
-    /// device path. Repeatable.
-    #[arg(long, value_name = "DEV RATES", value_parser = pf::parse_io)]
-    io: Vec<IoMax>,
-    /// Wall-clock limit, e.g. 500ms, 30s, 2m; then the context is killed.
-    #[arg(long, value_name = "DURATION", value_parser = pf::parse_duration)]
-    time: Option<Duration>,
-    /// CPU-time limit of the whole context.
-    #[arg(long, value_name = "DURATION", value_parser = pf::parse_duration)]
-    cpu_time: Option<Duration>,
-    /// Network: none (own namespace, only lo; the default) or host.
-    #[arg(long, value_name = "none|host", value_parser = pf::parse_net)]
-    net: Option<Network>,
-    /// Seccomp profile: default, strict, deny-network or none.
-    #[arg(long, value_name = "PROFILE", value_parser = pf::parse_seccomp)]
-    seccomp: Option<Seccomp>,
+    /// The options that a profile may also hold.
+    #[command(flatten)]
+    options: RunProfile,
     /// Landlock under the read-only root: writes only to the context's tmpfs mounts
     /// (--tmpfs, /tmp), its writable binds and /dev/null, zero, full, tty, random, urandom,
     /// even where a mount is writable; mount changes are refused. Refused where the kernel
@@ -77,47 +39,15 @@ pub struct Run {
     /// No Landlock (the default; overrides `landlock = true` of a profile).
     #[arg(long, overrides_with = "landlock")]
     no_landlock: bool,
-    /// With Landlock, reads and execution only beneath PATH (and the writable places);
-    /// implies --landlock. List the program's and its libraries' directories too (e.g.
-    /// /usr). Repeatable.
-    #[arg(long, value_name = "PATH", value_parser = pf::parse_landlock_path)]
-    landlock_read: Vec<PathBuf>,
     /// Read-only root (the default); --rw-root turns it off.
     #[arg(long, overrides_with = "rw_root")]
     ro_root: bool,
     /// Writable root (the TOML twin is `ro-root = false`).
     #[arg(long, overrides_with = "ro_root")]
     rw_root: bool,
-    /// A private tmpfs at PATH (default size 64M; /tmp has one already). Repeatable.
-    #[arg(long, value_name = "PATH[:SIZE]", value_parser = pf::parse_tmpfs)]
-    tmpfs: Vec<TmpfsMount>,
-    /// Bind-mount host path SRC at DST (writable unless :ro). Repeatable.
-    #[arg(long, value_name = "SRC:DST[:ro]", value_parser = pf::parse_bind)]
-    bind: Vec<BindMount>,
-    /// The one host uid (and gid) that root inside the context maps to. By default a root
-    /// caller gives each context a range of 65,536 host ids of its own (nebula's pool in
-    /// /etc/subuid); `--uid 0` makes the workload root of the host.
-    #[arg(long, value_name = "UID[:GID]", value_parser = pf::parse_uid)]
-    uid: Option<(u32, u32)>,
-    /// The id inside the context that the command runs as (default 0, root of the context).
-    #[arg(long, value_name = "UID[:GID]", value_parser = pf::parse_uid)]
-    user: Option<(u32, u32)>,
-    /// The hostname inside.
-    #[arg(long)]
-    hostname: Option<String>,
-    /// An environment variable of the command (the environment is empty otherwise).
-    /// Repeatable.
-    #[arg(long, value_name = "K=V", value_parser = pf::parse_env)]
-    env: Vec<(String, String)>,
-    /// Working directory inside.
-    #[arg(long, value_name = "DIR")]
-    cwd: Option<PathBuf>,
     /// A TOML profile with any of the options above (flags override it).
     #[arg(long, value_name = "FILE.toml")]
     profile: Option<PathBuf>,
-    /// The context's name in `nebula-ctl list` (unique among running contexts).
-    #[arg(long, value_parser = pf::parse_name)]
-    name: Option<String>,
     /// Print a JSON outcome record on stderr when the context ends.
     #[arg(long)]
     json: bool,
@@ -166,38 +96,17 @@ fn error_code(e: &ProcessError) -> u8 {
 }
 
 impl Run {
+    /// The flags as a profile, the on/off pairs folded into their keys.
     fn flags(&self) -> RunProfile {
+        let on_off = |on: bool, off: bool| match (on, off) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
         RunProfile {
-            name: self.name.clone(),
-            memory: self.memory,
-            memory_fallback: self.memory_fallback,
-            memory_high: self.memory_high,
-            swap: self.swap,
-            cpu: self.cpu,
-            pids: self.pids,
-            io: self.io.clone(),
-            time: self.time,
-            cpu_time: self.cpu_time,
-            net: self.net,
-            seccomp: self.seccomp,
-            landlock: match (self.landlock, self.no_landlock) {
-                (true, _) => Some(true),
-                (_, true) => Some(false),
-                _ => None,
-            },
-            landlock_read: self.landlock_read.clone(),
-            ro_root: match (self.ro_root, self.rw_root) {
-                (true, _) => Some(true),
-                (_, true) => Some(false),
-                _ => None,
-            },
-            tmpfs: self.tmpfs.clone(),
-            bind: self.bind.clone(),
-            uid: self.uid,
-            user: self.user,
-            hostname: self.hostname.clone(),
-            env: self.env.clone(),
-            cwd: self.cwd.clone(),
+            landlock: on_off(self.landlock, self.no_landlock),
+            ro_root: on_off(self.ro_root, self.rw_root),
+            ..self.options.clone()
         }
     }
 

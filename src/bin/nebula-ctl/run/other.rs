@@ -10,31 +10,13 @@ use nebula_memory::admin::profile::RunProfile;
 
 use super::exit::{REFUSED, USAGE};
 
-/// The options of `p` that are set but do not apply to a level that takes only `allowed`.
+/// The options of `p` that are set but do not apply to a level that takes only `allowed`
+/// (`name` applies to every level).
 fn foreign_options(p: &RunProfile, allowed: &[&str]) -> Vec<&'static str> {
-    let set = [
-        ("memory-fallback", p.memory_fallback.is_some()),
-        ("memory-high", p.memory_high.is_some()),
-        ("swap", p.swap.is_some()),
-        ("cpu", p.cpu.is_some()),
-        ("pids", p.pids.is_some()),
-        ("io", !p.io.is_empty()),
-        ("cpu-time", p.cpu_time.is_some()),
-        ("net", p.net.is_some()),
-        ("seccomp", p.seccomp.is_some()),
-        ("ro-root", p.ro_root.is_some()),
-        ("tmpfs", !p.tmpfs.is_empty()),
-        ("bind", !p.bind.is_empty()),
-        ("uid", p.uid.is_some()),
-        ("hostname", p.hostname.is_some()),
-        ("env", !p.env.is_empty()),
-        ("cwd", p.cwd.is_some()),
-        ("memory", p.memory.is_some()),
-        ("time", p.time.is_some()),
-    ];
-    set.iter()
-        .filter(|(name, on)| *on && !allowed.contains(name))
-        .map(|(name, _)| *name)
+    p.keys()
+        .into_iter()
+        .filter(|(key, on)| *on && *key != "name" && !allowed.contains(key))
+        .map(|(key, _)| key)
         .collect()
 }
 
