@@ -17,7 +17,7 @@ use crate::base::ContextId;
 use crate::isolation::hardware::HardwareError;
 use crate::isolation::process::ProcessError;
 #[cfg(feature = "wasm")]
-use crate::isolation::wasm::WasmError;
+use crate::isolation::wasm::{WasmError, error_chain};
 use crate::memory::pkey::{PkeyError, Unsupported as PkeysUnsupported};
 use crate::memory::uffd::UffdError;
 use crate::memory::violation::ViolationError;
@@ -386,19 +386,6 @@ impl From<HardwareError> for IsolationError {
     }
 }
 
-/// The error and its sources, `: `-joined (for the seed's variants that hold a reason).
-#[cfg(feature = "wasm")]
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(feature = "wasm")]
 impl From<WasmError> for IsolationError {
     fn from(e: WasmError) -> Self {
@@ -407,11 +394,11 @@ impl From<WasmError> for IsolationError {
             | WasmError::Compile { .. }
             | WasmError::ModuleTooLarge { .. }
             | WasmError::ExportNotFound { .. }
-            | WasmError::SignatureMismatch { .. } => IsolationError::InvalidConfig(chain(&e)),
+            | WasmError::SignatureMismatch { .. } => IsolationError::InvalidConfig(error_chain(&e)),
             WasmError::NoMemoryExport => IsolationError::NoMemoryExport,
             WasmError::UnresolvedImport { .. } => IsolationError::Unsupported {
                 feature: "wasm imports",
-                reason: chain(&e),
+                reason: error_chain(&e),
             },
             WasmError::LimitRefused {
                 context,
@@ -460,11 +447,11 @@ impl From<WasmError> for IsolationError {
             // wasmtime does not report the faulting linear-memory address: 0.
             WasmError::Trap { .. } => IsolationError::AccessViolation {
                 address: 0,
-                reason: chain(&e),
+                reason: error_chain(&e),
             },
             WasmError::MemoryAccess { offset, .. } => IsolationError::AccessViolation {
                 address: offset,
-                reason: chain(&e),
+                reason: error_chain(&e),
             },
             other => IsolationError::Wasm(Box::new(other)),
         }

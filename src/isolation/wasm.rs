@@ -421,7 +421,7 @@ impl WasmError {
 }
 
 /// The error and its sources, `: `-joined.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
