@@ -20,6 +20,7 @@ lint:
 	$(CARGO) clippy --all-targets --features wasm -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 	python3 tools/modgraph.py src/lib.rs --defs --tests >/dev/null || python3 tools/modgraph.py src/lib.rs --defs --tests
+	python3 tools/modgraph.py src/lib.rs --defs --tests --collapse >/dev/null || python3 tools/modgraph.py src/lib.rs --defs --tests --collapse
 	python3 tools/modgraph.py src/bin/nebula-ctl/main.rs --defs --tests >/dev/null || python3 tools/modgraph.py src/bin/nebula-ctl/main.rs --defs --tests
 	! grep -rn --include='*.rs' -E '^[^/]*\bcrate::' src/sys src/base
 

@@ -1,7 +1,7 @@
 //! Wasm contexts against bare wasmtime, measured in the same run.
 //!
 //! - Per cycle: create a context + instantiate + one call + drop, through nebula
-//!   ([`WasmIsolation::create_wasm_context`], which also looks the bytes up in its module
+//!   ([`WasmIsolation::load`], which also looks the bytes up in its module
 //!   cache, and [`WasmIsolation::instantiate`] from a compiled module), vs wasmtime's own
 //!   pooled instantiation (`Store::new` + `InstancePre::instantiate` + a typed call + drop)
 //!   on an engine configured the same way (pooling allocator of the same size, epoch
@@ -95,7 +95,7 @@ fn main() {
         .expect("instantiate_pre");
 
     let nebula_bytes = || {
-        let mut ctx = iso.create_wasm_context(black_box(bytes)).unwrap();
+        let mut ctx = iso.load(black_box(bytes)).unwrap();
         let r: i32 = iso.call_typed(&mut ctx, "add", (1i32, 2i32)).unwrap();
         black_box(r);
     };
@@ -140,14 +140,14 @@ fn main() {
         nm / b
     );
     println!(
-        "  nebula create_wasm_context(bytes)          {nb:8.0}   ratio {:.2}x",
+        "  nebula load(bytes)                        {nb:8.0}   ratio {:.2}x",
         nb / b
     );
 
     // Memory at 1,000 live contexts.
     let rss0 = status_kib("VmRSS:");
     let mut live: Vec<_> = (0..LIVE)
-        .map(|_| iso.create_wasm_context(bytes).expect("context"))
+        .map(|_| iso.load(bytes).expect("context"))
         .collect();
     let rss1 = status_kib("VmRSS:");
     for ctx in &mut live {

@@ -298,9 +298,16 @@ fn wasm_isolation() -> Check {
     };
     let module = r#"(module (memory (export "memory") 1)
                       (func (export "answer") (result i32) i32.const 42))"#;
-    let mut context = wasm.create_wasm_context(module.as_bytes())?;
-    let out = wasm.execute_in_wasm(&mut context, "answer", &[])?;
+    let id = wasm.create_wasm_context(module.as_bytes())?;
+    let out = wasm.execute_in_wasm(id, |context| wasm.call(context, "answer", &[]))??;
     ensure!(out == [WasmValue::I32(42)], "answer() returned {out:?}");
+    match wasm
+        .execute_in_wasm(ContextId::new(), |_| ())
+        .map_err(IsolationError::from)
+    {
+        Err(IsolationError::ContextNotFound { .. }) => {}
+        other => return Err(format!("an unknown wasm context gave {other:?}").into()),
+    }
 
     match wasm
         .create_wasm_context(b"(module)")

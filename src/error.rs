@@ -10,6 +10,7 @@
 //! known.
 
 use std::io;
+use std::time::Duration;
 
 use crate::admin::profile::ProfileError;
 use crate::admin::registry::RegistryError;
@@ -242,6 +243,10 @@ pub enum IsolationError {
     #[error(transparent)]
     Registry(RegistryError),
 
+    /// Watching a process context's memory (userfaultfd) failed.
+    #[error(transparent)]
+    Watch(crate::isolation::process::uffd_watch::WatchError),
+
     /// A hardware context (a virtual machine) failed.
     #[error(transparent)]
     Hardware(Box<HardwareError>),
@@ -396,6 +401,7 @@ impl From<WasmError> for IsolationError {
             | WasmError::ExportNotFound { .. }
             | WasmError::SignatureMismatch { .. } => IsolationError::InvalidConfig(error_chain(&e)),
             WasmError::NoMemoryExport => IsolationError::NoMemoryExport,
+            WasmError::ContextNotFound(id) => IsolationError::ContextNotFound(id),
             WasmError::UnresolvedImport { .. } => IsolationError::Unsupported {
                 feature: "wasm imports",
                 reason: error_chain(&e),
@@ -454,6 +460,62 @@ impl From<WasmError> for IsolationError {
                 reason: error_chain(&e),
             },
             other => IsolationError::Wasm(Box::new(other)),
+        }
+    }
+}
+
+impl crate::isolation::hardware::Outcome {
+    /// Why the context did not succeed, as an [`IsolationError`]: out of memory as
+    /// [`IsolationError::LimitExceeded`] (`"guest memory"`, the killed process's `total-vm`
+    /// as requested, its resident set as used), the time limit as
+    /// [`IsolationError::DeadlineExceeded`], a panic or a missing status as
+    /// [`IsolationError::System`]. `None` for a context that ran to its end (whatever its
+    /// exit code).
+    pub fn error(&self, limit: Option<Duration>) -> Option<IsolationError> {
+        if self.oom_killed {
+            let (requested, used) = self
+                .kernel_reports
+                .iter()
+                .find_map(|l| crate::isolation::hardware::parse_oom_line(l))
+                .unwrap_or((0, 0));
+            return Some(IsolationError::LimitExceeded {
+                context: self.context,
+                limit: "guest memory",
+                requested,
+                used,
+                max: self.memory,
+            });
+        }
+        if self.timed_out {
+            return Some(IsolationError::DeadlineExceeded {
+                context: self.context,
+                limit: limit.unwrap_or(self.run_time),
+                elapsed: self.run_time,
+            });
+        }
+        if self.guest_panic || self.status.is_none() {
+            let what = self
+                .kernel_reports
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "the guest ended without an exit status".into());
+            return Some(IsolationError::System {
+                operation: format!("context {}: guest VM", self.context),
+                source: io::Error::other(what),
+            });
+        }
+        None
+    }
+}
+
+impl From<crate::isolation::process::uffd_watch::WatchError> for IsolationError {
+    fn from(e: crate::isolation::process::uffd_watch::WatchError) -> IsolationError {
+        use crate::isolation::process::uffd_watch::WatchError;
+        match e {
+            WatchError::NotWatched | WatchError::Range { .. } => {
+                IsolationError::InvalidConfig(e.to_string())
+            }
+            other => IsolationError::Watch(other),
         }
     }
 }

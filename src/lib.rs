@@ -34,17 +34,21 @@
 //! ## Floors
 //!
 //! Each module imports only modules below it (`tools/modgraph.py --floors`; `make lint` fails
-//! on any cycle):
+//! on any cycle, file by file and folder by folder):
 //!
 //! ```text
-//!  front door   isolation: the seed's names; isolation::levels (for_level, availability)
-//!  services     admin::{registry, profile}, authority::{capability, channel, ipc}, tenants
-//!  levels       isolation::{context (region), thread, process, wasm, hardware}
-//!  mechanisms   memory::{guarded, region, sandbox, pkey, uffd, violation}, seccomp, privileges
-//!  facts        probe, error, over landlock and cgroup (which need only sys)
+//!  front door   isolation: the seed's names, levels (for_level), tenants; authority::{channel, ipc}
+//!  seed API     isolation::{context (region), thread}, memory::sandbox, authority::capability
+//!  roll-up      error: IsolationError, the seed's variants and every module error below
+//!  levels       isolation::{process, wasm, hardware}; admin::{registry, profile, report}
+//!  mechanisms   memory::{guarded, region, pkey, uffd, violation}, seccomp, privileges,
+//!               landlock, cgroup, probe (the host's facts)
 //!  ground       base: ContextId, Permissions, LevelStatus, the violation record
 //!  syscalls     sys: plain data in, nothing above it called
 //! ```
+//!
+//! The mechanisms and the process, wasm and hardware levels each speak their own error;
+//! the seed's API speaks [`IsolationError`], which holds those errors whole.
 //!
 //! ## Features
 //!
@@ -52,8 +56,13 @@
 //!
 //! ## Safety
 //!
-//! All raw system calls live in `sys` (private); the rest of the crate is safe Rust
-//! (`#![deny(unsafe_code)]`).
+//! All raw system calls live in `sys` (private). The rest of the crate is safe Rust
+//! (`#![deny(unsafe_code)]`) but for a few unsafe doors, each an `unsafe fn` with a
+//! `# Safety` contract or an `unsafe` block proving one, behind `#[allow(unsafe_code)]`
+//! (`git grep 'allow(unsafe_code)'` is the audit list): turning a fresh allocation into a
+//! slice and zeroing a region's pages ([`isolation::IsolatedContext`]), adopting an
+//! inherited descriptor number ([`isolation::ipc`]), and closing the supervisor's
+//! descriptors in a freshly forked closure context.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -234,9 +234,10 @@ impl PrivilegePlan {
 
 /// What went wrong while planning or applying a capability drop.
 ///
-/// The apply variants hold only integers: they are built in the child without allocating,
-/// and [`PrivilegeError::encode`] packs one into a `u64` for the pipe to the supervisor
-/// ([`PrivilegeError::decode`] unpacks).
+/// The apply variants hold only integers. The child packs its failure into a `u64` with
+/// the syscall layer's `Failure::encode` (allocation-free); the supervisor unpacks it with
+/// [`PrivilegeError::decode`]. [`PrivilegeError::encode`] is the same packing (a test
+/// checks the two agree).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PrivilegeError {

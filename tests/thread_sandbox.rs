@@ -202,24 +202,35 @@ fn helper_fault_after_region_dropped() {
     let owner = iso.create_context().build().unwrap();
     let sandbox = MemorySandbox::new(owner.id());
     sandbox.set_violation_handler(print_handler);
-    let region = sandbox.create_region(4096, Permissions::READ).unwrap();
-    let addr = region.start().as_ptr() as usize;
-    drop(region);
-    // The range left the registry with the region. Put a foreign PROT_NONE page exactly
+    // The range leaves the registry with the region. Put a foreign PROT_NONE page exactly
     // where the region was (MAP_FIXED_NOREPLACE: fails rather than clobber a reuse), so the
-    // fault below lands on the old address, which must no longer count as nebula's.
-    #[allow(unsafe_code)]
-    // SAFETY: FIXED_NOREPLACE never replaces an existing mapping; the page is fresh.
-    let p = unsafe {
-        rustix::mm::mmap_anonymous(
-            addr as *mut _,
-            4096,
-            rustix::mm::ProtFlags::empty(),
-            rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
-        )
-    }
-    .expect("the old region's address is free again");
-    assert_eq!(p as usize, addr);
+    // fault below lands on the old address, which must no longer count as nebula's. Another
+    // thread's mmap (a malloc arena) may take the freed range first: then try a new region.
+    let addr = (0..20)
+        .find_map(|_| {
+            let region = sandbox.create_region(4096, Permissions::READ).unwrap();
+            let addr = region.start().as_ptr() as usize;
+            drop(region);
+            #[allow(unsafe_code)]
+            // SAFETY: FIXED_NOREPLACE never replaces an existing mapping; the page is fresh.
+            let p = unsafe {
+                rustix::mm::mmap_anonymous(
+                    addr as *mut _,
+                    4096,
+                    rustix::mm::ProtFlags::empty(),
+                    rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
+                )
+            };
+            match p {
+                Ok(p) => {
+                    assert_eq!(p as usize, addr);
+                    Some(addr)
+                }
+                Err(rustix::io::Errno::EXIST) => None,
+                Err(e) => panic!("mmap at the old region's address: {e}"),
+            }
+        })
+        .expect("the old region's address was free again in one of 20 tries");
     say("installed", 1);
     poke(addr);
 }

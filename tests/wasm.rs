@@ -80,25 +80,23 @@ const ARITH: &str = r#"
 #[test]
 fn normal_calls_return_values() {
     let iso = WasmIsolation::new(config()).unwrap();
-    let mut ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let mut ctx = iso.load(ARITH.as_bytes()).unwrap();
     let r = iso
-        .execute_in_wasm(&mut ctx, "add", &[WasmValue::I32(40), WasmValue::I32(2)])
+        .call(&mut ctx, "add", &[WasmValue::I32(40), WasmValue::I32(2)])
         .unwrap();
     assert_eq!(r, vec![WasmValue::I32(42)]);
     let r = iso
-        .execute_in_wasm(
+        .call(
             &mut ctx,
             "mul64",
             &[WasmValue::I64(1 << 40), WasmValue::I64(3)],
         )
         .unwrap();
     assert_eq!(r, vec![WasmValue::I64(3 << 40)]);
-    let r = iso
-        .execute_in_wasm(&mut ctx, "half", &[WasmValue::F64(5.0)])
-        .unwrap();
+    let r = iso.call(&mut ctx, "half", &[WasmValue::F64(5.0)]).unwrap();
     assert_eq!(r, vec![WasmValue::F64(2.5)]);
     let r = iso
-        .execute_in_wasm(&mut ctx, "divmod", &[WasmValue::I32(17), WasmValue::I32(5)])
+        .call(&mut ctx, "divmod", &[WasmValue::I32(17), WasmValue::I32(5)])
         .unwrap();
     assert_eq!(r, vec![WasmValue::I32(3), WasmValue::I32(2)]);
     let typed: i32 = iso.call_typed(&mut ctx, "add", (7i32, 8i32)).unwrap();
@@ -112,7 +110,7 @@ fn normal_calls_return_values() {
 #[test]
 fn host_reads_and_writes_linear_memory() {
     let iso = WasmIsolation::new(config()).unwrap();
-    let mut ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let mut ctx = iso.load(ARITH.as_bytes()).unwrap();
     let mut buf = [0u8; 6];
     ctx.read_memory(16, &mut buf).unwrap();
     assert_eq!(&buf, b"nebula", "the data segment is in the memory");
@@ -133,11 +131,11 @@ fn host_reads_and_writes_linear_memory() {
 #[test]
 fn wrong_export_or_arguments_are_refused() {
     let iso = WasmIsolation::new(config()).unwrap();
-    let mut ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
-    let e = iso.execute_in_wasm(&mut ctx, "nope", &[]).unwrap_err();
+    let mut ctx = iso.load(ARITH.as_bytes()).unwrap();
+    let e = iso.call(&mut ctx, "nope", &[]).unwrap_err();
     assert!(matches!(e, WasmError::ExportNotFound { ref export, .. } if export == "nope"));
     let e = iso
-        .execute_in_wasm(&mut ctx, "add", &[WasmValue::I64(1), WasmValue::I32(2)])
+        .call(&mut ctx, "add", &[WasmValue::I64(1), WasmValue::I32(2)])
         .unwrap_err();
     assert!(
         matches!(e, WasmError::SignatureMismatch { ref expected, ref given, .. } if expected == "i32, i32" && given == "i64, i32"),
@@ -165,7 +163,7 @@ const GROW: &str = r#"
 fn memory_grow_past_the_limit_returns_minus_one() {
     let (cfg, seen) = recording(config()); // limit: 2 pages
     let iso = WasmIsolation::new(cfg).unwrap();
-    let mut ctx = iso.create_wasm_context(GROW.as_bytes()).unwrap();
+    let mut ctx = iso.load(GROW.as_bytes()).unwrap();
     let grow = |iso: &WasmIsolation, ctx: &mut _, n: i32| -> i32 {
         iso.call_typed(ctx, "grow", (n,)).unwrap()
     };
@@ -194,7 +192,7 @@ fn memory_grow_past_the_limit_traps_when_configured() {
         ..config()
     });
     let iso = WasmIsolation::new(cfg).unwrap();
-    let mut ctx = iso.create_wasm_context(GROW.as_bytes()).unwrap();
+    let mut ctx = iso.load(GROW.as_bytes()).unwrap();
     assert_eq!(
         iso.call_typed::<_, i32>(&mut ctx, "grow", (1i32,)).unwrap(),
         1
@@ -225,7 +223,7 @@ fn initial_memory_above_the_limit_is_refused_at_creation() {
     let (cfg, seen) = recording(config());
     let iso = WasmIsolation::new(cfg).unwrap();
     let e = iso
-        .create_wasm_context(br#"(module (memory (export "memory") 3))"#)
+        .load(br#"(module (memory (export "memory") 3))"#)
         .unwrap_err();
     assert!(
         matches!(e, WasmError::LimitRefused { limit: "memory", requested, max, .. }
@@ -245,7 +243,7 @@ fn table_counts_and_growth_are_limited() {
     .unwrap();
     let two_tables = r#"(module (memory (export "memory") 1)
         (table 1 funcref) (table 1 funcref))"#;
-    let e = iso.create_wasm_context(two_tables.as_bytes()).unwrap_err();
+    let e = iso.load(two_tables.as_bytes()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -259,7 +257,7 @@ fn table_counts_and_growth_are_limited() {
         "{e}"
     );
     let big = r#"(module (memory (export "memory") 1) (table 9 funcref))"#;
-    let e = iso.create_wasm_context(big.as_bytes()).unwrap_err();
+    let e = iso.load(big.as_bytes()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -275,7 +273,7 @@ fn table_counts_and_growth_are_limited() {
     let grow = r#"(module (memory (export "memory") 1) (table $t 4 funcref)
         (func (export "grow") (param i32) (result i32)
           ref.null func local.get 0 table.grow $t))"#;
-    let mut ctx = iso.create_wasm_context(grow.as_bytes()).unwrap();
+    let mut ctx = iso.load(grow.as_bytes()).unwrap();
     assert_eq!(
         iso.call_typed::<_, i32>(&mut ctx, "grow", (4i32,)).unwrap(),
         4
@@ -303,8 +301,8 @@ fn an_endless_loop_is_stopped_by_fuel() {
         ..config()
     });
     let iso = WasmIsolation::new(cfg).unwrap();
-    let mut ctx = iso.create_wasm_context(SPIN.as_bytes()).unwrap();
-    let e = iso.execute_in_wasm(&mut ctx, "spin", &[]).unwrap_err();
+    let mut ctx = iso.load(SPIN.as_bytes()).unwrap();
+    let e = iso.call(&mut ctx, "spin", &[]).unwrap_err();
     assert!(
         matches!(e, WasmError::OutOfFuel { budget: 100_000, ref export, .. } if export == "spin"),
         "{e}"
@@ -330,7 +328,7 @@ fn an_endless_loop_is_stopped_by_fuel() {
     // A per-context budget.
     ctx.set_fuel(Some(10)).unwrap();
     assert!(matches!(
-        iso.execute_in_wasm(&mut ctx, "spin", &[]),
+        iso.call(&mut ctx, "spin", &[]),
         Err(WasmError::OutOfFuel { budget: 10, .. })
     ));
 }
@@ -344,9 +342,9 @@ fn an_endless_loop_is_stopped_by_the_deadline() {
         ..config()
     });
     let iso = WasmIsolation::new(cfg).unwrap();
-    let mut ctx = iso.create_wasm_context(SPIN.as_bytes()).unwrap();
+    let mut ctx = iso.load(SPIN.as_bytes()).unwrap();
     let t = std::time::Instant::now();
-    let e = iso.execute_in_wasm(&mut ctx, "spin", &[]).unwrap_err();
+    let e = iso.call(&mut ctx, "spin", &[]).unwrap_err();
     let wall = t.elapsed();
     let WasmError::DeadlineExceeded { limit, elapsed, .. } = e else {
         panic!("{e}")
@@ -374,7 +372,7 @@ fn a_start_function_that_never_ends_is_stopped() {
     let iso = WasmIsolation::new(cfg).unwrap();
     let m = r#"(module (memory (export "memory") 1)
         (func $s (loop $l br $l)) (start $s))"#;
-    let e = iso.create_wasm_context(m.as_bytes()).unwrap_err();
+    let e = iso.load(m.as_bytes()).unwrap_err();
     assert!(matches!(e, WasmError::DeadlineExceeded { .. }), "{e}");
     assert_eq!(traps(&seen), vec!["Interrupt".to_string()]);
     assert_eq!(iso.live_contexts(), 0);
@@ -395,7 +393,7 @@ const OOB: &str = r#"
 fn an_out_of_bounds_access_traps() {
     let (cfg, seen) = recording(config());
     let iso = WasmIsolation::new(cfg).unwrap();
-    let mut ctx = iso.create_wasm_context(OOB.as_bytes()).unwrap();
+    let mut ctx = iso.load(OOB.as_bytes()).unwrap();
     assert_eq!(
         iso.call_typed::<_, i32>(&mut ctx, "load", (0i32,)).unwrap(),
         0
@@ -408,7 +406,7 @@ fn an_out_of_bounds_access_traps() {
         ("far", None),
     ] {
         let args: Vec<WasmValue> = arg.map(WasmValue::I32).into_iter().collect();
-        let e = iso.execute_in_wasm(&mut ctx, export, &args).unwrap_err();
+        let e = iso.call(&mut ctx, export, &args).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -440,8 +438,8 @@ fn an_out_of_bounds_access_traps() {
 fn other_traps_are_reported() {
     let (cfg, seen) = recording(config());
     let iso = WasmIsolation::new(cfg).unwrap();
-    let mut ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
-    let e = iso.execute_in_wasm(&mut ctx, "boom", &[]).unwrap_err();
+    let mut ctx = iso.load(ARITH.as_bytes()).unwrap();
+    let e = iso.call(&mut ctx, "boom", &[]).unwrap_err();
     assert!(
         matches!(
             e,
@@ -484,7 +482,7 @@ fn runaway_recursion_exhausts_the_wasm_stack() {
     let m = r#"(module (memory (export "memory") 1)
         (func $f (export "f") (param i32) (result i32)
           local.get 0 i32.const 1 i32.add call $f))"#;
-    let mut ctx = iso.create_wasm_context(m.as_bytes()).unwrap();
+    let mut ctx = iso.load(m.as_bytes()).unwrap();
     let e = iso
         .call_typed::<_, i32>(&mut ctx, "f", (0i32,))
         .unwrap_err();
@@ -502,7 +500,7 @@ fn a_module_without_a_memory_export_is_refused() {
         "(module (func (export \"f\")))",
         "(module (memory 1) (func (export \"f\")))",
     ] {
-        let e = iso.create_wasm_context(m.as_bytes()).unwrap_err();
+        let e = iso.load(m.as_bytes()).unwrap_err();
         assert!(matches!(e, WasmError::NoMemoryExport), "{m}: {e}");
         assert!(matches!(
             IsolationError::from(e),
@@ -511,14 +509,14 @@ fn a_module_without_a_memory_export_is_refused() {
     }
     // Any exported memory will do.
     let ok = r#"(module (memory (export "heap") 1))"#;
-    assert!(iso.create_wasm_context(ok.as_bytes()).is_ok());
+    assert!(iso.load(ok.as_bytes()).is_ok());
 }
 
 #[test]
 fn imports_and_invalid_modules_are_refused() {
     let iso = WasmIsolation::new(config()).unwrap();
     let m = r#"(module (import "env" "open" (func)) (memory (export "memory") 1))"#;
-    let e = iso.create_wasm_context(m.as_bytes()).unwrap_err();
+    let e = iso.load(m.as_bytes()).unwrap_err();
     assert!(
         matches!(e, WasmError::UnresolvedImport { ref module, ref name } if module == "env" && name == "open"),
         "{e}"
@@ -528,7 +526,7 @@ fn imports_and_invalid_modules_are_refused() {
         IsolationError::Unsupported { .. }
     ));
     for bad in [&b"\0asm\x01\0\0\0\xff"[..], b"not wasm at all", b""] {
-        let e = iso.create_wasm_context(bad).unwrap_err();
+        let e = iso.load(bad).unwrap_err();
         assert!(matches!(e, WasmError::Compile { .. }), "{e}");
     }
     let small = WasmIsolation::new(WasmConfig {
@@ -536,7 +534,7 @@ fn imports_and_invalid_modules_are_refused() {
         ..config()
     })
     .unwrap();
-    let e = small.create_wasm_context(ARITH.as_bytes()).unwrap_err();
+    let e = small.load(ARITH.as_bytes()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -550,7 +548,7 @@ fn imports_and_invalid_modules_are_refused() {
     );
     // Two memories need the multi-memory limit raised.
     let two = r#"(module (memory (export "memory") 1) (memory 1))"#;
-    let e = iso.create_wasm_context(two.as_bytes()).unwrap_err();
+    let e = iso.load(two.as_bytes()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -568,12 +566,12 @@ fn imports_and_invalid_modules_are_refused() {
 #[test]
 fn module_bytes_are_compiled_once() {
     let iso = WasmIsolation::new(config()).unwrap();
-    let a = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
-    let b = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let a = iso.load(ARITH.as_bytes()).unwrap();
+    let b = iso.load(ARITH.as_bytes()).unwrap();
     assert_eq!(iso.cached_modules(), 1);
     // Same length and ends, different middle: a different module.
     let other = ARITH.replace("nebula", "NEBULA");
-    let mut c = iso.create_wasm_context(other.as_bytes()).unwrap();
+    let mut c = iso.load(other.as_bytes()).unwrap();
     assert_eq!(iso.cached_modules(), 2);
     let mut buf = [0u8; 6];
     c.read_memory(16, &mut buf).unwrap();
@@ -586,7 +584,7 @@ fn module_bytes_are_compiled_once() {
     drop((a, b));
     iso.clear_module_cache();
     assert_eq!(iso.cached_modules(), 0);
-    assert!(iso.create_wasm_context(ARITH.as_bytes()).is_ok());
+    assert!(iso.load(ARITH.as_bytes()).is_ok());
 }
 
 #[test]
@@ -596,9 +594,9 @@ fn the_pool_bounds_live_contexts() {
         ..config()
     })
     .unwrap();
-    let a = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
-    let _b = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
-    let e = iso.create_wasm_context(ARITH.as_bytes()).unwrap_err();
+    let a = iso.load(ARITH.as_bytes()).unwrap();
+    let _b = iso.load(ARITH.as_bytes()).unwrap();
+    let e = iso.load(ARITH.as_bytes()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -612,7 +610,7 @@ fn the_pool_bounds_live_contexts() {
         "{e}"
     );
     drop(a);
-    let mut c = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let mut c = iso.load(ARITH.as_bytes()).unwrap();
     let r: i32 = iso.call_typed(&mut c, "add", (1i32, 1i32)).unwrap();
     assert_eq!(r, 2);
     assert_eq!(iso.live_contexts(), 2);
@@ -621,8 +619,8 @@ fn the_pool_bounds_live_contexts() {
 #[test]
 fn contexts_do_not_share_memory() {
     let iso = WasmIsolation::new(config()).unwrap();
-    let mut a = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
-    let mut b = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let mut a = iso.load(ARITH.as_bytes()).unwrap();
+    let mut b = iso.load(ARITH.as_bytes()).unwrap();
     a.write_memory(100, &[9; 8]).unwrap();
     let mut buf = [0u8; 8];
     b.read_memory(100, &mut buf).unwrap();
@@ -639,7 +637,7 @@ fn contexts_do_not_share_memory() {
     );
     // A slot reused after a drop starts from the module's image again.
     drop(a);
-    let c = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let c = iso.load(ARITH.as_bytes()).unwrap();
     c.read_memory(100, &mut buf).unwrap();
     assert_eq!(buf, [0; 8], "a reused slot is zeroed");
 }
@@ -661,15 +659,15 @@ fn a_runaway_context_does_not_stop_its_neighbours() {
     let spinner = {
         let iso = Arc::clone(&iso);
         std::thread::spawn(move || {
-            let mut ctx = iso.create_wasm_context(SPIN.as_bytes()).unwrap();
-            iso.execute_in_wasm(&mut ctx, "spin", &[]).unwrap_err()
+            let mut ctx = iso.load(SPIN.as_bytes()).unwrap();
+            iso.call(&mut ctx, "spin", &[]).unwrap_err()
         })
     };
     let workers: Vec<_> = (0..2)
         .map(|w| {
             let iso = Arc::clone(&iso);
             std::thread::spawn(move || {
-                let mut ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+                let mut ctx = iso.load(ARITH.as_bytes()).unwrap();
                 let mut n = 0u32;
                 let t = std::time::Instant::now();
                 while t.elapsed() < Duration::from_millis(200) {
@@ -692,11 +690,11 @@ fn a_runaway_context_does_not_stop_its_neighbours() {
 fn a_thousand_create_drop_cycles_leave_no_mapping() {
     let iso = WasmIsolation::new(config()).unwrap();
     for _ in 0..10 {
-        drop(iso.create_wasm_context(ARITH.as_bytes()).unwrap());
+        drop(iso.load(ARITH.as_bytes()).unwrap());
     }
     let before = maps_lines();
     for i in 0..1000 {
-        let mut ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+        let mut ctx = iso.load(ARITH.as_bytes()).unwrap();
         let r: i32 = iso.call_typed(&mut ctx, "add", (i, 1i32)).unwrap();
         assert_eq!(r, i + 1);
     }
@@ -766,7 +764,7 @@ fn helper_pkru_is_restored() {
     let pkeys = Pkeys::probe().unwrap();
     let iso = WasmIsolation::new(config()).unwrap();
     assert!(iso.striping().enabled, "{:?}", iso.striping());
-    let mut ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let mut ctx = iso.load(ARITH.as_bytes()).unwrap();
     let key = pkeys.alloc(Rights::ReadWrite).unwrap();
     let closed = pkeys.pkru().with(key.id(), Rights::NoAccess);
     pkeys.set_pkru(closed);
@@ -777,7 +775,7 @@ fn helper_pkru_is_restored() {
         closed.0,
         "wasmtime opened every key on return"
     );
-    let _ = iso.execute_in_wasm(&mut ctx, "boom", &[]).unwrap_err();
+    let _ = iso.call(&mut ctx, "boom", &[]).unwrap_err();
     assert_eq!(pkeys.pkru().0, closed.0, "after a trap too");
 }
 
@@ -793,7 +791,7 @@ fn traps_work_whichever_sigsegv_handler_came_first() {
 
 fn oob_traps_cleanly() {
     let iso = WasmIsolation::new(config()).unwrap();
-    let mut ctx = iso.create_wasm_context(OOB.as_bytes()).unwrap();
+    let mut ctx = iso.load(OOB.as_bytes()).unwrap();
     for _ in 0..3 {
         let e = iso
             .call_typed::<_, i32>(&mut ctx, "load", (PAGE_ADDR,))
@@ -822,8 +820,8 @@ fn helper_wasmtime_handler_first() {
     nebula_memory::violation::install().unwrap();
     oob_traps_cleanly();
     // No callback: the trap goes through the process-wide dispatch (stderr here).
-    let mut ctx = iso.create_wasm_context(OOB.as_bytes()).unwrap();
-    assert!(iso.execute_in_wasm(&mut ctx, "far", &[]).is_err());
+    let mut ctx = iso.load(OOB.as_bytes()).unwrap();
+    assert!(iso.call(&mut ctx, "far", &[]).is_err());
     assert!(nebula_memory::violation::flush(Duration::from_secs(5)));
 }
 
@@ -846,7 +844,7 @@ fn helper_ticker_lifetime() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(ticker_threads(), 1);
-    let ctx = iso.create_wasm_context(ARITH.as_bytes()).unwrap();
+    let ctx = iso.load(ARITH.as_bytes()).unwrap();
     drop(iso);
     assert_eq!(
         ticker_threads(),

@@ -530,7 +530,7 @@ pub struct RunProfile {
     #[arg(long, value_name = "K=V", value_parser = parse_env)]
     #[serde(default, deserialize_with = "de::env")]
     pub env: Vec<(String, String)>,
-    /// Working directory inside.
+    /// Working directory inside (an absolute path).
     #[arg(long, value_name = "DIR", value_parser = parse_cwd)]
     #[serde(default, deserialize_with = "de::cwd")]
     pub cwd: Option<PathBuf>,
@@ -764,8 +764,8 @@ impl RunProfile {
                 message: e.message().to_owned(),
             }
         })?;
-        // Key by key, so that an error names its key, value and line.
-        let mut p = RunProfile::default();
+        // Key by key first, so that an error names its key, value and line; then the whole
+        // table at once (each key appears once, so nothing is merged).
         for (key, value) in &table {
             let Some(&k) = KEYS.iter().find(|k| **k == key.as_str()) else {
                 return Err(ProfileError::UnknownKey {
@@ -775,17 +775,23 @@ impl RunProfile {
                 });
             };
             let one = toml::Table::from_iter([(key.clone(), value.clone())]);
-            let set: RunProfile = serde::Deserialize::deserialize(toml::Value::Table(one))
-                .map_err(|e: toml::de::Error| ProfileError::BadValue {
+            <RunProfile as serde::Deserialize>::deserialize(toml::Value::Table(one)).map_err(
+                |e: toml::de::Error| ProfileError::BadValue {
                     path: path.to_owned(),
                     line: line_of(text, k),
                     key: k,
                     value: show(value),
                     reason: e.message().to_owned(),
-                })?;
-            p = p.overlay(set);
+                },
+            )?;
         }
-        Ok(p)
+        <RunProfile as serde::Deserialize>::deserialize(toml::Value::Table(table)).map_err(
+            |e: toml::de::Error| ProfileError::Syntax {
+                path: path.to_owned(),
+                line: 0,
+                message: e.message().to_owned(),
+            },
+        )
     }
 
     /// Each key of [`KEYS`] and whether this profile sets it.

@@ -132,6 +132,8 @@ impl MemoryIsolation {
     /// [`IsolationError::ContextTerminated`], and so do those of its descendants. Its memory
     /// stays mapped until its owner drops it (slices it handed out may still be borrowed);
     /// capabilities are not revoked ([`CapabilitySystem::revoke_all`](super::CapabilitySystem::revoke_all)).
+    /// Descendants are the ones this `MemoryIsolation` built; a child that another one built
+    /// on this parent is not reached (terminate it through its own).
     ///
     /// # Errors
     /// [`IsolationError::ContextNotFound`] when no live context has this id.
@@ -166,7 +168,8 @@ impl MemoryIsolation {
 /// A snapshot of a context's usage.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ContextStats {
-    /// The context.
+    /// The context (`id` in JSON, as before the seed's name).
+    #[serde(rename = "id")]
     pub context_id: ContextId,
     /// Its name.
     pub name: String,

@@ -15,9 +15,8 @@
 //! that only touches its own domain through nebula, not attackers (any code can execute
 //! `WRPKRU`; the kernel reads and writes for the thread without a fault). Pair it with a
 //! seccomp filter for the thread where that matters: [`ThreadIsolation::with_thread_setup`]
-//! runs on the new thread before `f` and is where the per-thread filter from
-//! `nebula_memory::seccomp` (installed without TSYNC, so it covers this thread only) plugs
-//! in once that module exists.
+//! runs on the new thread before `f`; [`ThreadIsolation::with_seccomp`] installs a
+//! `nebula_memory::seccomp` profile there (without TSYNC, so it covers this thread only).
 //!
 //! The thread keeps its keys pinned while it runs: a set with `n` hardware keys runs at most
 //! `n` isolated threads (plus their shared domains) at once; more fail with

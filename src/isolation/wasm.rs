@@ -69,12 +69,13 @@
 //! let wat = r#"(module (memory (export "memory") 1)
 //!                (func (export "add") (param i32 i32) (result i32)
 //!                  local.get 0 local.get 1 i32.add))"#;
-//! let mut ctx = iso.create_wasm_context(wat.as_bytes())?;
-//! let out = iso.execute_in_wasm(&mut ctx, "add", &[WasmValue::I32(2), WasmValue::I32(40)])?;
+//! let mut ctx = iso.load(wat.as_bytes())?;
+//! let out = iso.call(&mut ctx, "add", &[WasmValue::I32(2), WasmValue::I32(40)])?;
 //! assert_eq!(out, vec![WasmValue::I32(42)]);
 //! # Ok::<(), nebula_memory::IsolationError>(())
 //! ```
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -195,6 +196,10 @@ impl std::fmt::Debug for WasmConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WasmError {
+    /// No context with this id is kept ([`WasmIsolation::create_wasm_context`]).
+    #[error("wasm context {0} not found")]
+    ContextNotFound(ContextId),
+
     /// The configuration is inconsistent.
     #[error("invalid wasm configuration: {0}")]
     Configure(String),
@@ -263,7 +268,7 @@ pub enum WasmError {
     },
 
     /// The module declares more than the limits allow (found at compile time, where the
-    /// pool checks module shapes; [`WasmIsolation::create_wasm_context`] reports it as
+    /// pool checks module shapes; [`WasmIsolation::load`] reports it as
     /// [`WasmError::LimitRefused`]).
     #[error("the wasm module needs {requested} {limit}, the limit is {max}")]
     ModuleTooLarge {
@@ -686,7 +691,7 @@ impl Drop for Ticker {
     }
 }
 
-/// Modules kept compiled by [`WasmIsolation::create_wasm_context`], keyed by their bytes.
+/// Modules kept compiled by [`WasmIsolation::load`], keyed by their bytes.
 const MODULE_CACHE_CAPACITY: usize = 64;
 
 /// Bytes from each end of a module that go into its cache key.
@@ -705,6 +710,9 @@ struct CacheEntry {
 /// The wasm level's entry point: one wasmtime engine with a pooling allocator, one epoch
 /// ticker thread, and a cache of compiled modules.
 pub struct WasmIsolation {
+    /// The seed's contexts kept by id ([`WasmIsolation::create_wasm_context`]); first, so
+    /// that they go before the engine.
+    kept: Mutex<HashMap<ContextId, WasmContext>>,
     shared: Arc<Shared>,
     cache: Mutex<ModuleCache>,
     hasher: std::collections::hash_map::RandomState,
@@ -774,6 +782,7 @@ impl WasmIsolation {
         })?;
         let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
         Ok(WasmIsolation {
+            kept: Mutex::new(HashMap::new()),
             shared: Arc::new(Shared {
                 engine,
                 config,
@@ -814,7 +823,7 @@ impl WasmIsolation {
     /// [`WasmError::Compile`], [`WasmError::NoMemoryExport`],
     /// [`WasmError::UnresolvedImport`], [`WasmError::ModuleTooLarge`] (over
     /// [`WasmConfig::max_module_bytes`]; with striping also for an initial memory over the
-    /// limit: see [`WasmIsolation::create_wasm_context`]).
+    /// limit: see [`WasmIsolation::load`]).
     pub fn compile(&self, bytes: &[u8]) -> Result<WasmModule, WasmError> {
         let max = self.shared.config.max_module_bytes;
         if bytes.len() > max {
@@ -888,7 +897,7 @@ impl WasmIsolation {
     /// # Errors
     /// Those of [`WasmIsolation::compile`] (with [`WasmError::ModuleTooLarge`] turned into
     /// [`WasmError::LimitRefused`]) and [`WasmIsolation::instantiate`].
-    pub fn create_wasm_context(&self, bytes: &[u8]) -> Result<WasmContext, WasmError> {
+    pub fn load(&self, bytes: &[u8]) -> Result<WasmContext, WasmError> {
         let module = match self.cached_module(bytes) {
             Ok(m) => m,
             Err(WasmError::ModuleTooLarge {
@@ -902,6 +911,49 @@ impl WasmIsolation {
             Err(e) => return Err(e),
         };
         self.instantiate(&module)
+    }
+
+    /// The seed's `create_wasm_context`: [`load`](Self::load)s `wasm_module` into a context
+    /// that this isolation keeps, and returns its id for
+    /// [`execute_in_wasm`](Self::execute_in_wasm). [`remove_wasm_context`](Self::remove_wasm_context)
+    /// gives it back (dropping it frees its pool slot); so does dropping the isolation.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn create_wasm_context(&self, wasm_module: &[u8]) -> Result<ContextId, WasmError> {
+        let ctx = self.load(wasm_module)?;
+        let id = ctx.id();
+        self.kept_contexts().insert(id, ctx);
+        Ok(id)
+    }
+
+    /// The seed's `execute_in_wasm`: runs `f` with the kept context `id`, e.g.
+    /// `|ctx| wasm.call(ctx, "run", &[])`. The context is out of the map while `f` runs (so
+    /// `f` may use this isolation); a panic in `f` drops it.
+    ///
+    /// # Errors
+    /// [`WasmError::ContextNotFound`] when no kept context has this id (or `f` is already
+    /// running with it).
+    pub fn execute_in_wasm<F, R>(&self, id: ContextId, f: F) -> Result<R, WasmError>
+    where
+        F: FnOnce(&mut WasmContext) -> R,
+    {
+        let mut ctx = self
+            .kept_contexts()
+            .remove(&id)
+            .ok_or(WasmError::ContextNotFound(id))?;
+        let r = f(&mut ctx);
+        self.kept_contexts().insert(id, ctx);
+        Ok(r)
+    }
+
+    /// Takes a kept context back out of this isolation.
+    pub fn remove_wasm_context(&self, id: ContextId) -> Option<WasmContext> {
+        self.kept_contexts().remove(&id)
+    }
+
+    fn kept_contexts(&self) -> std::sync::MutexGuard<'_, HashMap<ContextId, WasmContext>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cached_module(&self, bytes: &[u8]) -> Result<Arc<WasmModule>, WasmError> {
@@ -1029,7 +1081,7 @@ impl WasmIsolation {
     /// [`WasmError::OutOfFuel`], [`WasmError::DeadlineExceeded`],
     /// [`WasmError::StackExhausted`], [`WasmError::LimitRefused`] (a trapping grow),
     /// [`WasmError::Trap`]; each of these is also reported as a violation.
-    pub fn execute_in_wasm(
+    pub fn call(
         &self,
         ctx: &mut WasmContext,
         export: &str,
@@ -1087,7 +1139,7 @@ impl WasmIsolation {
     /// `R` are tuples of `i32`/`i64`/`f32`/`f64` (or a single one, or `()`).
     ///
     /// # Errors
-    /// As [`WasmIsolation::execute_in_wasm`].
+    /// As [`WasmIsolation::call`].
     pub fn call_typed<P: WasmParams, R: WasmResults>(
         &self,
         ctx: &mut WasmContext,
@@ -1625,7 +1677,7 @@ pub fn run_module(
         max_contexts: 1,
         ..config
     })?;
-    let mut ctx = iso.create_wasm_context(bytes)?;
+    let mut ctx = iso.load(bytes)?;
     let mut packed = Vec::new();
     for a in args {
         packed.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()));

@@ -7,9 +7,10 @@ use super::table::Profile;
 ///
 /// The install variants ([`SeccompError::SetNoNewPrivs`], [`SeccompError::InstallFilter`],
 /// [`SeccompError::SyncThreads`], [`SeccompError::InstallListener`],
-/// [`SeccompError::SendListener`]) hold only integers: they are built in the child between
-/// `clone` and `execve` without allocating, and [`SeccompError::encode`] packs them into a
-/// `u64` for the pipe back to the supervisor ([`SeccompError::decode`] unpacks).
+/// [`SeccompError::SendListener`]) hold only integers. The child packs its failure into a
+/// `u64` with the syscall layer's `Failure::encode` (allocation-free); the supervisor unpacks
+/// it with [`SeccompError::decode`]. [`SeccompError::encode`] is the same packing (a test
+/// checks the two agree).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SeccompError {

@@ -39,7 +39,7 @@ pub struct SupervisorOnlyMark {
 }
 
 impl SupervisorOnlyMark {
-    /// Registers `fd`'s number. With every slot taken (more than 1024 in flight) it is
+    /// Registers `fd`'s number. With every slot taken (more than 16,384 in flight) it is
     /// kept unregistered.
     pub fn new(fd: BorrowedFd<'_>) -> SupervisorOnlyMark {
         let raw = fd.as_raw_fd();

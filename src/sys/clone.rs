@@ -543,7 +543,8 @@ pub fn rearm_death_signal(report_fd: BorrowedFd<'_>, sync: Option<BorrowedFd<'_>
 }
 
 /// The privilege step, in DESIGN.md's order; allocation-free. A failure is returned as the
-/// step and a 64-bit code: the module error's `encode()` for capabilities and seccomp, the
+/// step and a 64-bit code: [`super::privileges::Failure::encode`] and
+/// [`super::seccomp::Failure::encode`] for privileges and seccomp, the
 /// errno for `no_new_privs`, `(Failure::encode() << 32) | errno` for Landlock. The Landlock
 /// ruleset comes after `no_new_privs` (which `landlock_restrict_self` needs once
 /// `CAP_SYS_ADMIN` is gone) and before seccomp (whose filter may deny the Landlock calls).

@@ -142,7 +142,6 @@ fn parent_limit() -> anyhow::Result<Outcome> {
     )))
 }
 
-/// Runs `nebula-ctl demo --child NAME` and returns its output.
 /// Runs the misbehaving workload `examples/escape_<name>.rs`, built beside this binary.
 fn run_child(name: &str) -> anyhow::Result<Output> {
     let exe = std::env::current_exe()?;

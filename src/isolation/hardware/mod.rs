@@ -78,6 +78,7 @@ pub use config::{
     KernelSource, MAX_CAPTURE, MIN_MEMORY, Machine, Output, ViolationCallback, default_cache_dir,
 };
 pub use kernel::{HardwareProbe, cached_probe};
+pub(crate) use vm::parse_oom_line;
 pub use vm::{
     HardwareIsolation, KVM_PROBE_DEADLINE, Outcome, availability, describe, probe, run_cli,
 };

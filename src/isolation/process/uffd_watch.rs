@@ -86,20 +86,6 @@ pub enum WatchError {
     Send(#[source] std::io::Error),
 }
 
-impl From<WatchError> for crate::IsolationError {
-    fn from(e: WatchError) -> crate::IsolationError {
-        match e {
-            WatchError::NotWatched | WatchError::Range { .. } => {
-                crate::IsolationError::InvalidConfig(e.to_string())
-            }
-            other => crate::IsolationError::System {
-                operation: other.to_string(),
-                source: std::io::Error::other(other),
-            },
-        }
-    }
-}
-
 /// In a watched context: its userfaultfd, or why it could not be opened.
 static CHILD: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
 

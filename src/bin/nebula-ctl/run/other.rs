@@ -11,11 +11,12 @@ use nebula_memory::admin::profile::RunProfile;
 use super::exit::{REFUSED, USAGE};
 
 /// The options of `p` that are set but do not apply to a level that takes only `allowed`
-/// (`name` applies to every level).
+/// (`landlock = false` is the default, not an option to apply).
 fn foreign_options(p: &RunProfile, allowed: &[&str]) -> Vec<&'static str> {
     p.keys()
         .into_iter()
-        .filter(|(key, on)| *on && *key != "name" && !allowed.contains(key))
+        .filter(|&(key, on)| on && !allowed.contains(&key))
+        .filter(|&(key, _)| !(key == "landlock" && p.landlock == Some(false)))
         .map(|(key, _)| key)
         .collect()
 }
