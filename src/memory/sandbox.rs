@@ -125,8 +125,6 @@ struct Inner {
     // Declared before `map`: leaves the registry before the memory is unmapped.
     registration: Registration,
     map: Guarded,
-    guard: usize,
-    capacity: usize,
     owner: ContextId,
     perms: AtomicU8,
     prot_lock: Mutex<()>,
@@ -197,16 +195,13 @@ impl MemorySandbox {
                 IsolationError::system(format!("mmap of a {len}-byte sandbox region"), source)
             }
         })?;
-        let (guard, capacity) = (map.guard_len(), map.capacity());
-        map.protect(0, capacity, prot_of(perms))
+        map.protect(0, map.capacity(), prot_of(perms))
             .map_err(|e| IsolationError::system("mprotect of a sandbox region", e))?;
         let registration =
             violation::register(map.region_spec(Some(owner), Some(Arc::clone(&self.sink))))?;
         let inner = Arc::new(Inner {
             registration,
             map,
-            guard,
-            capacity,
             owner,
             perms: AtomicU8::new(perms.bits()),
             prot_lock: Mutex::new(()),
@@ -269,7 +264,7 @@ impl MemorySandbox {
             .ok_or_else(|| deny(format!("{size} bytes at {ptr:#x} wrap around")))?;
         let regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         for r in regions.iter().filter_map(Weak::upgrade) {
-            let (start, cap, guard) = (r.start(), r.capacity, r.guard);
+            let (start, cap, guard) = (r.start(), r.map.capacity(), r.map.guard_len());
             let (lo, hi) = (start - guard, start + cap + guard);
             if !(lo..hi).contains(&ptr) {
                 continue;
@@ -314,12 +309,12 @@ impl SandboxRegion {
     /// One past the last usable byte: the first byte of the trailing guard page.
     pub fn end(&self) -> NonNull<u8> {
         self.start()
-            .map_addr(|a| a.saturating_add(self.inner.capacity))
+            .map_addr(|a| a.saturating_add(self.inner.map.capacity()))
     }
 
     /// Usable bytes (a multiple of the page size).
     pub fn len(&self) -> usize {
-        self.inner.capacity
+        self.inner.map.capacity()
     }
 
     /// Always `false`: a region has at least one page.
@@ -329,7 +324,7 @@ impl SandboxRegion {
 
     /// The size of each guard page.
     pub fn guard_len(&self) -> usize {
-        self.inner.guard
+        self.inner.map.guard_len()
     }
 
     /// The owner.
@@ -357,7 +352,7 @@ impl SandboxRegion {
         self.inner.perms.store(perms.bits(), Ordering::Release);
         self.inner
             .map
-            .protect(0, self.inner.capacity, prot_of(perms))
+            .protect(0, self.inner.map.capacity(), prot_of(perms))
             .map_err(|e| IsolationError::system("mprotect of a sandbox region", e))
     }
 
@@ -367,19 +362,19 @@ impl SandboxRegion {
         addr >= start
             && addr
                 .checked_add(len)
-                .is_some_and(|e| e <= start + self.inner.capacity)
+                .is_some_and(|e| e <= start + self.inner.map.capacity())
     }
 
     fn check(&self, offset: usize, len: usize, needed: Permissions) -> Result<()> {
         if offset
             .checked_add(len)
-            .is_none_or(|e| e > self.inner.capacity)
+            .is_none_or(|e| e > self.inner.map.capacity())
         {
             return Err(IsolationError::AccessViolation {
                 address: self.inner.start().wrapping_add(offset),
                 reason: format!(
                     "{len} bytes at offset {offset} exceed the region of {}",
-                    self.inner.capacity
+                    self.inner.map.capacity()
                 ),
             });
         }
@@ -408,8 +403,12 @@ impl SandboxRegion {
     /// without `WRITE`.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len(), Permissions::WRITE)?;
-        crate::sys::pkey::copy_in(self.inner.map.mapping(), self.inner.guard + offset, data)
-            .map_err(|e| IsolationError::system("copy into a sandbox region", e))
+        crate::sys::pkey::copy_in(
+            self.inner.map.mapping(),
+            self.inner.map.guard_len() + offset,
+            data,
+        )
+        .map_err(|e| IsolationError::system("copy into a sandbox region", e))
     }
 
     /// Copies from the region at `offset` into `buf` after checking bounds and `READ`.
@@ -418,8 +417,12 @@ impl SandboxRegion {
     /// As [`write`](Self::write), with `READ`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len(), Permissions::READ)?;
-        crate::sys::pkey::copy_out(self.inner.map.mapping(), self.inner.guard + offset, buf)
-            .map_err(|e| IsolationError::system("copy out of a sandbox region", e))
+        crate::sys::pkey::copy_out(
+            self.inner.map.mapping(),
+            self.inner.map.guard_len() + offset,
+            buf,
+        )
+        .map_err(|e| IsolationError::system("copy out of a sandbox region", e))
     }
 
     /// Copies raw bytes in at `offset` without checking the permissions: the MMU decides,
@@ -429,7 +432,7 @@ impl SandboxRegion {
     /// # Errors
     /// [`IsolationError::AccessViolation`] when the span leaves the whole mapping.
     pub fn write_unchecked(&self, offset: isize, data: &[u8]) -> Result<()> {
-        let at = (self.inner.guard as isize)
+        let at = (self.inner.map.guard_len() as isize)
             .checked_add(offset)
             .and_then(|v| usize::try_from(v).ok())
             .ok_or_else(|| IsolationError::AccessViolation {

@@ -1056,39 +1056,13 @@ impl<'a> Running<'a> {
                 }
             }
             self.drain(&mut rep, &mut out, &mut err, &mut res, result_cap)?;
-            if let Some(w) = &mut self.watcher {
-                let v = w.service().map_err(|source| ProcessError::Supervise {
-                    operation: "reading the context's userfaultfd",
-                    source,
-                })?;
-                if let Some(v) = v {
-                    // A write to a watched range: the writer is blocked in the kernel; end the
-                    // whole context (and only it) before anything else runs there.
-                    self.watcher = None;
-                    deliver(&v);
-                    watched.push(v);
-                    if !killed {
-                        killed = true;
-                        self.kill()?;
-                    }
-                }
+            let (written, denied) = self.service_watches(&mut killed)?;
+            if let Some(v) = written {
+                deliver(&v);
+                watched.push(v);
             }
-            if let Some(w) = &mut self.seccomp_watch {
-                let d = w.service().map_err(|source| ProcessError::Supervise {
-                    operation: "reading the context's seccomp listener",
-                    source,
-                })?;
-                if let Some(d) = d {
-                    // The caller is blocked in the kernel, its call not run; it is never
-                    // answered: end the whole context, as KILL_PROCESS would have. The
-                    // listener stays open until the context is reaped (closing it would let
-                    // the call fail with ENOSYS and the workload go on before it dies).
-                    denial = Some(d);
-                    if !killed {
-                        killed = true;
-                        self.kill()?;
-                    }
-                }
+            if denied.is_some() {
+                denial = denied;
             }
             if exited {
                 break;
@@ -1251,6 +1225,46 @@ impl<'a> Running<'a> {
         watched.extend(ended);
         outcome.violations = watched;
         Ok((outcome, res.data, res.overflow))
+    }
+
+    /// Services the live watches. A write to a watched range (userfaultfd: the writer is
+    /// blocked in the kernel) or a call the seccomp filter refused (the caller is blocked,
+    /// the call never answered, as KILL_PROCESS would have it) ends the whole context, and
+    /// only it, before anything else runs there. The listener stays open until the context
+    /// is reaped: closing it would let the call fail with ENOSYS and the workload go on
+    /// before it dies. Returns what the watches reported.
+    fn service_watches(
+        &mut self,
+        killed: &mut bool,
+    ) -> Result<
+        (
+            Option<ViolationInfo>,
+            Option<crate::seccomp::notify::Denial>,
+        ),
+        ProcessError,
+    > {
+        let mut written = None;
+        if let Some(w) = &mut self.watcher {
+            written = w.service().map_err(|source| ProcessError::Supervise {
+                operation: "reading the context's userfaultfd",
+                source,
+            })?;
+            if written.is_some() {
+                self.watcher = None;
+            }
+        }
+        let mut denied = None;
+        if let Some(w) = &mut self.seccomp_watch {
+            denied = w.service().map_err(|source| ProcessError::Supervise {
+                operation: "reading the context's seccomp listener",
+                source,
+            })?;
+        }
+        if (written.is_some() || denied.is_some()) && !*killed {
+            *killed = true;
+            self.kill()?;
+        }
+        Ok((written, denied))
     }
 
     /// Waits up to `wait` for the context: pid 1's exit, its pipes (those not at EOF yet),
