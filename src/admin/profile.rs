@@ -764,34 +764,46 @@ impl RunProfile {
                 message: e.message().to_owned(),
             }
         })?;
-        // Key by key first, so that an error names its key, value and line; then the whole
-        // table at once (each key appears once, so nothing is merged).
-        for (key, value) in &table {
-            let Some(&k) = KEYS.iter().find(|k| **k == key.as_str()) else {
+        // The whole table at once (each key appears once, so nothing is merged); when it
+        // does not fit, key by key, so that the error names its key, value and line.
+        for key in table.keys() {
+            if !KEYS.contains(&key.as_str()) {
                 return Err(ProfileError::UnknownKey {
                     path: path.to_owned(),
                     line: line_of(text, key),
                     key: key.clone(),
                 });
-            };
+            }
+        }
+        let whole = match <RunProfile as serde::Deserialize>::deserialize(toml::Value::Table(
+            table.clone(),
+        )) {
+            Ok(p) => return Ok(p),
+            Err(e) => e,
+        };
+        for (key, value) in &table {
             let one = toml::Table::from_iter([(key.clone(), value.clone())]);
-            <RunProfile as serde::Deserialize>::deserialize(toml::Value::Table(one)).map_err(
-                |e: toml::de::Error| ProfileError::BadValue {
+            if let Err(e) = <RunProfile as serde::Deserialize>::deserialize(toml::Value::Table(one))
+            {
+                let k = KEYS
+                    .iter()
+                    .copied()
+                    .find(|k| *k == key.as_str())
+                    .expect("every key was checked against KEYS");
+                return Err(ProfileError::BadValue {
                     path: path.to_owned(),
                     line: line_of(text, k),
                     key: k,
                     value: show(value),
                     reason: e.message().to_owned(),
-                },
-            )?;
+                });
+            }
         }
-        <RunProfile as serde::Deserialize>::deserialize(toml::Value::Table(table)).map_err(
-            |e: toml::de::Error| ProfileError::Syntax {
-                path: path.to_owned(),
-                line: 0,
-                message: e.message().to_owned(),
-            },
-        )
+        Err(ProfileError::Syntax {
+            path: path.to_owned(),
+            line: 0,
+            message: whole.message().to_owned(),
+        })
     }
 
     /// Each key of [`KEYS`] and whether this profile sets it.

@@ -38,7 +38,7 @@ impl Layout {
         if size == 0 {
             return None;
         }
-        let capacity = size.checked_add(page - 1)? & !(page - 1);
+        let capacity = round_up(size, page)?;
         let len = capacity.checked_add(page.checked_mul(2)?)?;
         Some(Layout {
             guard: page,
@@ -51,6 +51,11 @@ impl Layout {
     pub(crate) fn usable(&self) -> Range<usize> {
         self.guard..self.guard + self.capacity
     }
+}
+
+/// Rounds `n` up to a multiple of `page` (a power of two), or `None` on overflow.
+pub(crate) fn round_up(n: usize, page: usize) -> Option<usize> {
+    n.checked_add(page - 1).map(|v| v & !(page - 1))
 }
 
 /// Why a guarded mapping could not be made.

@@ -35,8 +35,7 @@ pub const MIN_ALIGN: usize = 16;
 
 /// Rounds `n` up to a multiple of the page size, or `None` on overflow.
 pub fn round_up_to_page(n: usize) -> Option<usize> {
-    let p = page_size();
-    n.checked_add(p - 1).map(|v| v & !(p - 1))
+    super::guarded::round_up(n, page_size())
 }
 
 /// A region: guard page, `capacity` usable bytes, guard page; committed on demand.
