@@ -73,6 +73,7 @@ pub mod error;
 pub mod isolation;
 pub mod landlock;
 mod memory;
+pub mod oci;
 pub mod privileges;
 pub mod probe;
 pub mod seccomp;

@@ -66,6 +66,7 @@
 
 mod controller;
 mod cpu;
+pub mod devices;
 mod error;
 mod fs;
 mod io;

@@ -95,6 +95,10 @@ pub enum Step {
     /// Building and enforcing the Landlock ruleset (the detail is a
     /// [`super::landlock::Failure`]: which call, which rule).
     Landlock = 17,
+    /// `setns(2)` into a namespace given by path (index in the detail).
+    JoinNamespace = 18,
+    /// Waiting at the start gate of a created container.
+    Gate = 19,
 }
 
 impl Step {
@@ -118,6 +122,8 @@ impl Step {
             Exec,
             Signals,
             Landlock,
+            JoinNamespace,
+            Gate,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -143,6 +149,8 @@ impl Step {
             Step::Exec => "execve",
             Step::Signals => "signal reset",
             Step::Landlock => "Landlock restriction",
+            Step::JoinNamespace => "setns into a namespace given by path",
+            Step::Gate => "waiting at the start gate",
         }
     }
 }
@@ -167,6 +175,8 @@ pub enum Report {
         /// As `wait4(2)` returned it.
         status: i32,
     },
+    /// The workload finished its set-up and waits at the start gate ([`ExecPlan::gate`]).
+    Ready,
 }
 
 /// Size of one encoded [`Report`].
@@ -182,6 +192,7 @@ impl Report {
                 errno,
             } => (0x100 | step as u32, detail, errno),
             Report::Workload { status } => (2, status, 0),
+            Report::Ready => (3, 0, 0),
         };
         let mut out = [0u8; REPORT_LEN];
         out[0..4].copy_from_slice(&tag.to_le_bytes());
@@ -199,6 +210,7 @@ impl Report {
         match tag {
             1 => Some(Report::Unshared),
             2 => Some(Report::Workload { status: a }),
+            3 => Some(Report::Ready),
             t if t & 0x100 != 0 => Step::from_raw(t & 0xff).map(|step| Report::StepFailed {
                 step,
                 detail: a,
@@ -336,6 +348,18 @@ pub struct ExecPlan<'a> {
     pub argv: CStringArray,
     /// `envp`.
     pub envp: CStringArray,
+    /// Namespaces to join (`setns(2)`) before the set-up, each an open namespace file and its
+    /// `CLONE_NEW*` type; those types are not in the clone flags.
+    pub joins: Vec<(BorrowedFd<'a>, i32)>,
+    /// The start gate of a created container: the workload reports [`Report::Ready`], then
+    /// reads one byte from this descriptor (a FIFO it holds open for reading and writing, so
+    /// the read waits for a writer's byte and never sees EOF) before its own steps and the
+    /// `execve`. `None`: run at once.
+    pub gate: Option<BorrowedFd<'a>>,
+    /// The child outlives the supervisor (an OCI container after `create`): no parent-death
+    /// signal, and pid 1 ends the way the workload ended ([`exit_like`]) instead of
+    /// reporting its status.
+    pub detached: bool,
 }
 
 /// A child created by [`spawn_exec`].
@@ -379,8 +403,19 @@ pub fn report(fd: BorrowedFd<'_>, msg: Report) {
     };
 }
 
-/// Reports that `step` failed with `errno` and exits with [`CHILD_SETUP_FAILED`].
+/// Reports that `step` failed with `errno` and exits with [`CHILD_SETUP_FAILED`]. `SIGPIPE`
+/// is blocked first: with the supervisor gone (a detached container after `create`) the
+/// write fails with `EPIPE` instead of killing the child with a signal that would hide the
+/// exit status.
 pub fn fail(fd: BorrowedFd<'_>, step: Step, detail: i32, errno: i32) -> ! {
+    // SAFETY: a sigset_t on the stack, filled by sigemptyset/sigaddset; blocking a signal in
+    // the calling thread is async-signal-safe.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
     report(
         fd,
         Report::StepFailed {
@@ -424,6 +459,9 @@ pub fn prologue(p: &Prologue<'_>) {
         // supervisor's ends here does not touch the supervisor's fds, and the OwnedFds that
         // own them in the copied memory are never dropped (the child _exits or execs).
         unsafe { libc::close(fd.as_raw_fd()) };
+    }
+    if detached() {
+        return;
     }
     // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
     if unsafe {
@@ -515,6 +553,9 @@ pub fn setup(plan: &SetupPlan, report_fd: BorrowedFd<'_>, sync: BorrowedFd<'_>) 
 /// # References
 /// prctl(2) `PR_SET_PDEATHSIG` ("cleared ... upon changes to effective user ID ..."), poll(2).
 pub fn rearm_death_signal(report_fd: BorrowedFd<'_>, sync: Option<BorrowedFd<'_>>) {
+    if detached() {
+        return;
+    }
     // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
     if unsafe {
         libc::prctl(
@@ -562,7 +603,7 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
     {
         return Err((Step::Capabilities, e.encode()));
     }
-    if p.caps.is_some_and(|c| c.uid.is_some() || c.gid.is_some()) {
+    if !detached() && p.caps.is_some_and(|c| c.uid.is_some() || c.gid.is_some()) {
         // The uid change cleared the parent-death signal (see rearm_death_signal); it matters
         // when the workload is the context's top process (no pid namespace).
         // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
@@ -751,8 +792,12 @@ fn raw_fork() -> io::Result<i32> {
 /// # References
 /// pid_namespaces(7), wait4(2), prctl(2) `PR_SET_DUMPABLE`.
 pub fn pid1_reap(workload: i32, report_fd: BorrowedFd<'_>) -> ! {
-    // SAFETY: integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: integer arguments only; the name is a NUL-terminated string the kernel copies.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"nebula-init".as_ptr(), 0, 0, 0);
+    }
+    forward_signals(workload);
     // pid 1 holds a copy of every descriptor the supervisor had open when it cloned (other
     // contexts' pipes, id leases whose flock would stay held): keep only the report pipe.
     // An open descriptor is non-negative: the bits are the number.
@@ -772,6 +817,9 @@ pub fn pid1_reap(workload: i32, report_fd: BorrowedFd<'_>) -> ! {
         // SAFETY: status is a live c_int; a NULL rusage is allowed.
         let r = unsafe { libc::wait4(-1, &mut status, libc::__WALL, std::ptr::null_mut()) };
         if r == workload {
+            if detached() {
+                exit_like(status);
+            }
             report(report_fd, Report::Workload { status });
             exit_now(0);
         }
@@ -780,6 +828,55 @@ pub fn pid1_reap(workload: i32, report_fd: BorrowedFd<'_>) -> ! {
                 libc::EINTR => continue,
                 _ => exit_now(CHILD_SETUP_FAILED),
             }
+        }
+    }
+}
+
+/// The workload that pid 1 forwards signals to (pid 1's own copy of memory).
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe and takes integers.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Makes pid 1 pass the signals a process can catch on to the workload, as an init such as
+/// tini does: a pid-namespace init ignores every signal it has no handler for, so without
+/// this a `SIGTERM` from outside (`kill`, an OCI runtime's `kill`) would never reach a
+/// workload that handles it. Not forwarded: `SIGCHLD` (pid 1's own business), the faults
+/// (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGSYS`, `SIGABRT`), which
+/// would be pid 1's own, and glibc's two internal real-time signals. Allocation-free.
+fn forward_signals(workload: i32) {
+    FORWARD_TO.store(workload, std::sync::atomic::Ordering::Relaxed);
+    for sig in 1..=libc::SIGRTMAX() {
+        if matches!(
+            sig,
+            libc::SIGKILL
+                | libc::SIGSTOP
+                | libc::SIGCHLD
+                | libc::SIGSEGV
+                | libc::SIGBUS
+                | libc::SIGILL
+                | libc::SIGFPE
+                | libc::SIGTRAP
+                | libc::SIGSYS
+                | libc::SIGABRT
+                | 32
+                | 33
+        ) {
+            continue;
+        }
+        // SAFETY: an all-zero sigaction is valid; the handler is an extern "C" fn that only
+        // calls kill(2); sigaction(2) is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
 }
@@ -799,13 +896,36 @@ pub fn pid1_fork_workload(report_fd: BorrowedFd<'_>) {
     }
 }
 
+/// Whether this child outlives its supervisor ([`ExecPlan::detached`]). Set once in the
+/// child's own copy of memory, first thing, and read by the steps that arm the parent-death
+/// signal.
+static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn detached() -> bool {
+    DETACHED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn exec_child(plan: &ExecPlan<'_>) -> ! {
     let rep = plan.prologue.report;
+    // The child's copy of the static: the supervisor's is untouched.
+    DETACHED.store(plan.detached, std::sync::atomic::Ordering::Relaxed);
     prologue(&plan.prologue);
     wait_for(plan.prologue.sync, GO);
+    for (i, (fd, nstype)) in (0..).zip(&plan.joins) {
+        // SAFETY: fd is an open namespace file of the plan; nstype is a CLONE_NEW* integer.
+        if unsafe { libc::setns(fd.as_raw_fd(), *nstype) } < 0 {
+            fail(rep, Step::JoinNamespace, i, errno());
+        }
+    }
     setup(&plan.setup, rep, plan.prologue.sync);
     if plan.pid1 {
         pid1_fork_workload(rep);
+    }
+    if let Some(gate) = plan.gate {
+        report(rep, Report::Ready);
+        if read_byte(gate).is_none() {
+            fail(rep, Step::Gate, 0, errno());
+        }
     }
     workload_steps(&plan.workload, rep);
     let mut refused = false;

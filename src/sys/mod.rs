@@ -7,6 +7,7 @@
 //! `seccomp(2)`, `userfaultfd(2)`).
 #![allow(unsafe_code)]
 
+pub mod bpf;
 pub mod clone;
 pub mod fd;
 pub mod landlock;

@@ -1,6 +1,8 @@
 //! Filesystem and network namespace setup for a process context: mounts (private
 //! propagation, a recursive read-only root, tmpfs with a size, a fresh `/proc`, bind mounts,
-//! a fresh or masked `/sys`) and bringing up the loopback interface of a new network namespace.
+//! a fresh or masked `/sys`; for a root filesystem of its own, OCI mounts, device nodes,
+//! `/dev` links, `pivot_root` and sysctls) and bringing up the loopback interface of a new
+//! network namespace.
 //!
 //! Everything here is prepared in the parent ([`MountStep`] holds `CString`s) and executed in
 //! the child with one system call per step and no allocation, so it may run between a raw
@@ -76,6 +78,80 @@ pub enum MountStep {
         /// The path.
         target: CString,
     },
+    /// An OCI mount ([`OciMount`]): the target's missing directories (and, for a file
+    /// bind, the file) are created first, then `mount(2)`, a read-only or other flag remount
+    /// for a bind, and a propagation change.
+    Oci(Box<OciMount>),
+    /// `mknod(2)` of a device node at `path` (created only when missing), then `chown(2)`.
+    Mknod {
+        /// Where (under the new root, before the pivot).
+        path: CString,
+        /// The directories to create first, outermost first.
+        parents: Vec<CString>,
+        /// `S_IFCHR`/`S_IFBLK`/`S_IFIFO` and the permission bits.
+        mode: libc::mode_t,
+        /// `makedev(major, minor)`.
+        dev: libc::dev_t,
+        /// Owner `(uid, gid)`.
+        owner: (u32, u32),
+    },
+    /// `symlink(2)` (an existing link is kept).
+    Symlink {
+        /// What the link points at.
+        target: CString,
+        /// The link's path.
+        link: CString,
+    },
+    /// `pivot_root(2)` into `new_root` (a mount point: bound onto itself first), then the old
+    /// root is detached (`umount2(MNT_DETACH)`) and the cwd is the new `/`.
+    PivotRoot {
+        /// The new root.
+        new_root: CString,
+    },
+    /// A kernel parameter: `value` written to `path` (under `/proc/sys`).
+    Sysctl {
+        /// The file.
+        path: CString,
+        /// What to write.
+        value: CString,
+    },
+    /// `mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY)`: this one mount becomes
+    /// read-only, not the mounts below it (OCI `root.readonly`).
+    RemountReadOnly {
+        /// The mount point.
+        target: CString,
+    },
+}
+
+/// What a [`MountStep::Oci`] creates before it mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountTarget {
+    /// The target is a directory (created with its parents when missing).
+    Dir,
+    /// The target is a file (its parents are created, then an empty file), for a bind of a
+    /// file.
+    File,
+}
+
+/// One OCI `mounts` entry, prepared: C strings and `MS_*` flags.
+#[derive(Debug, Clone)]
+pub struct OciMount {
+    /// `source` (`None`: NULL).
+    pub source: Option<CString>,
+    /// The absolute target, under the new root before the pivot.
+    pub target: CString,
+    /// The directories to create, outermost first (prefixes of `target` under the root).
+    pub parents: Vec<CString>,
+    /// What the target is.
+    pub kind: MountTarget,
+    /// The filesystem type (`None` for a bind).
+    pub fstype: Option<CString>,
+    /// `MS_*` flags for `mount(2)` (`MS_BIND`, `MS_REC` included for a bind).
+    pub flags: libc::c_ulong,
+    /// The filesystem's data string (`None`: NULL).
+    pub data: Option<CString>,
+    /// `MS_SHARED`/`MS_SLAVE`/`MS_PRIVATE`/`MS_UNBINDABLE` (with `MS_REC`), 0 for none.
+    pub propagation: libc::c_ulong,
 }
 
 impl MountStep {
@@ -103,6 +179,21 @@ impl MountStep {
             MountStep::Mask { target } => format!("mask {} (empty read-only tmpfs)", s(target)),
             MountStep::MaskPath { target } => format!("mask {} (masked path)", s(target)),
             MountStep::ReadOnlyPath { target } => format!("read-only path {}", s(target)),
+            MountStep::Oci(m) => format!(
+                "mount {} on {} (type {}, flags {:#x}{})",
+                m.source.as_ref().map_or_else(|| "none".into(), s),
+                s(&m.target),
+                m.fstype.as_ref().map_or_else(|| "bind".into(), s),
+                m.flags,
+                m.data
+                    .as_ref()
+                    .map_or_else(String::new, |d| format!(", data {}", s(d)))
+            ),
+            MountStep::Mknod { path, .. } => format!("device node {}", s(path)),
+            MountStep::Symlink { target, link } => format!("symlink {} -> {}", s(link), s(target)),
+            MountStep::PivotRoot { new_root } => format!("pivot_root into {}", s(new_root)),
+            MountStep::RemountReadOnly { target } => format!("remount {} read-only", s(target)),
+            MountStep::Sysctl { path, value } => format!("write {} to {}", s(value), s(path)),
         }
     }
 }
@@ -250,6 +341,33 @@ pub fn apply(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
                 Some(c"size=4k,mode=0555"),
             ),
             MountStep::MaskPath { target } => mask_path(target),
+            MountStep::Oci(m) => oci_mount(m),
+            MountStep::Mknod {
+                path,
+                parents,
+                mode,
+                dev,
+                owner,
+            } => parents
+                .iter()
+                .try_for_each(|p| mkdir(p, 0o755))
+                .and_then(|()| mknod(path, *mode, *dev, *owner)),
+            MountStep::Symlink { target, link } => {
+                // SAFETY: both are NUL-terminated strings borrowed for the call.
+                match check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+                    r => r,
+                }
+            }
+            MountStep::PivotRoot { new_root } => pivot_root(new_root),
+            MountStep::Sysctl { path, value } => write_file(path, value),
+            MountStep::RemountReadOnly { target } => mount(
+                None,
+                target,
+                None,
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                None,
+            ),
             MountStep::ReadOnlyPath { target } => {
                 const ATTRS: u64 = (linux_raw_sys::general::MOUNT_ATTR_RDONLY
                     | linux_raw_sys::general::MOUNT_ATTR_NOSUID
@@ -271,6 +389,134 @@ pub fn apply(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
         r.map_err(|e| (i, e))?;
     }
     Ok(())
+}
+
+/// Writes `value` to the existing file `path` with one `write(2)`.
+fn write_file(path: &CStr, value: &CStr) -> io::Result<()> {
+    // SAFETY: path is NUL-terminated; the fd is closed below on every path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bytes = value.to_bytes();
+    // SAFETY: bytes is a live buffer of the length passed; fd was opened above.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    let r = if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    // SAFETY: fd was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    r
+}
+
+/// `mkdir(2)`, with an existing entry accepted.
+fn mkdir(path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: path is NUL-terminated and borrowed for the call.
+    match check(unsafe { libc::mkdir(path.as_ptr(), mode) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r,
+    }
+}
+
+/// Creates an empty file at `path` unless something is there already.
+fn touch(path: &CStr) -> io::Result<()> {
+    // SAFETY: path is NUL-terminated; the fd returned is closed at once.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        // A directory, or a device node that cannot be opened for writing: it exists.
+        return match e.raw_os_error() {
+            Some(libc::EISDIR | libc::ENXIO | libc::EACCES | libc::EPERM) => Ok(()),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: fd was just opened here and is closed once.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// [`MountStep::Oci`]: create the target, mount, remount a bind with its flags, set the
+/// propagation. No allocation.
+fn oci_mount(m: &OciMount) -> io::Result<()> {
+    const REMOUNT_FLAGS: libc::c_ulong = libc::MS_RDONLY
+        | libc::MS_NOSUID
+        | libc::MS_NODEV
+        | libc::MS_NOEXEC
+        | libc::MS_NOATIME
+        | libc::MS_NODIRATIME
+        | libc::MS_RELATIME
+        | libc::MS_STRICTATIME;
+    for p in &m.parents {
+        mkdir(p, 0o755)?;
+    }
+    match m.kind {
+        MountTarget::Dir => mkdir(&m.target, 0o755)?,
+        MountTarget::File => touch(&m.target)?,
+    }
+    let bind = m.flags & libc::MS_BIND != 0;
+    let flags = if bind {
+        m.flags & (libc::MS_BIND | libc::MS_REC)
+    } else {
+        m.flags
+    };
+    mount(
+        m.source.as_deref(),
+        &m.target,
+        m.fstype.as_deref(),
+        flags,
+        m.data.as_deref(),
+    )?;
+    if bind && m.flags & REMOUNT_FLAGS != 0 {
+        // A bind ignores every flag but MS_REC: the remount applies them (mount(2)).
+        mount(
+            None,
+            &m.target,
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | (m.flags & REMOUNT_FLAGS),
+            None,
+        )?;
+    }
+    if m.propagation != 0 {
+        mount(None, &m.target, None, m.propagation, None)?;
+    }
+    Ok(())
+}
+
+/// [`MountStep::Mknod`]: an existing node is kept (`EEXIST`).
+fn mknod(path: &CStr, mode: libc::mode_t, dev: libc::dev_t, owner: (u32, u32)) -> io::Result<()> {
+    // SAFETY: path is NUL-terminated and borrowed for the call.
+    match check(unsafe { libc::mknod(path.as_ptr(), mode, dev) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
+        r => r?,
+    }
+    // SAFETY: as above; integer ids.
+    check(unsafe { libc::chown(path.as_ptr(), owner.0, owner.1) })
+}
+
+/// [`MountStep::PivotRoot`]: the `pivot_root(".", ".")` idiom (pivot_root(2) NOTES): the
+/// old root ends up on top of the new one and is detached at once.
+fn pivot_root(new_root: &CStr) -> io::Result<()> {
+    // SAFETY: new_root is NUL-terminated and borrowed for the call.
+    check(unsafe { libc::chdir(new_root.as_ptr()) })?;
+    // SAFETY: two NUL-terminated strings; pivot_root has no glibc wrapper.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The old root must not propagate its unmount back to the host: make it a slave first.
+    mount(None, c".", None, libc::MS_SLAVE | libc::MS_REC, None)?;
+    // SAFETY: "." is a NUL-terminated string; MNT_DETACH is an integer flag.
+    check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) })?;
+    // SAFETY: "/" is a NUL-terminated string.
+    check(unsafe { libc::chdir(c"/".as_ptr()) })
 }
 
 /// [`MountStep::MaskPath`]: `lstat`, then an empty read-only tmpfs over a directory or

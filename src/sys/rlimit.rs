@@ -30,6 +30,16 @@ pub enum Resource {
     Sigpending,
     /// `RLIMIT_MSGQUEUE`: bytes in POSIX message queues of the real user id.
     Msgqueue,
+    /// `RLIMIT_RSS`: ignored by Linux since 2.6, kept because OCI bundles may name it.
+    Rss,
+    /// `RLIMIT_LOCKS`: file locks and leases (ignored by Linux since 2.4.25).
+    Locks,
+    /// `RLIMIT_NICE`: the ceiling of the nice value, as `20 - limit`.
+    Nice,
+    /// `RLIMIT_RTPRIO`: the ceiling of the real-time priority.
+    Rtprio,
+    /// `RLIMIT_RTTIME`: microseconds of CPU time under a real-time policy without a block.
+    Rttime,
 }
 
 impl Resource {
@@ -47,6 +57,11 @@ impl Resource {
             Resource::Stack => libc::RLIMIT_STACK,
             Resource::Sigpending => libc::RLIMIT_SIGPENDING,
             Resource::Msgqueue => libc::RLIMIT_MSGQUEUE,
+            Resource::Rss => libc::RLIMIT_RSS,
+            Resource::Locks => libc::RLIMIT_LOCKS,
+            Resource::Nice => libc::RLIMIT_NICE,
+            Resource::Rtprio => libc::RLIMIT_RTPRIO,
+            Resource::Rttime => libc::RLIMIT_RTTIME,
         }
     }
 
@@ -64,6 +79,11 @@ impl Resource {
             Resource::Stack => "RLIMIT_STACK",
             Resource::Sigpending => "RLIMIT_SIGPENDING",
             Resource::Msgqueue => "RLIMIT_MSGQUEUE",
+            Resource::Rss => "RLIMIT_RSS",
+            Resource::Locks => "RLIMIT_LOCKS",
+            Resource::Nice => "RLIMIT_NICE",
+            Resource::Rtprio => "RLIMIT_RTPRIO",
+            Resource::Rttime => "RLIMIT_RTTIME",
         }
     }
 }

@@ -82,6 +82,82 @@ pub enum Identity {
         /// The host gid.
         gid: u32,
     },
+    /// These `uid_map`/`gid_map` lines, as an OCI bundle's `uidMappings`/`gidMappings` give
+    /// them (root only; at most 340 lines each, as the kernel allows).
+    Maps {
+        /// The uid map.
+        uid: Vec<IdMapping>,
+        /// The gid map.
+        gid: Vec<IdMapping>,
+    },
+}
+
+/// One line of a `uid_map` or `gid_map`: `count` ids from `inside` map to `outside` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdMapping {
+    /// The first id inside the user namespace.
+    pub inside: u32,
+    /// The first host id.
+    pub outside: u32,
+    /// How many.
+    pub count: u32,
+}
+
+/// A root filesystem of the context's own ([`ProcessConfig::root`]), as an OCI bundle's
+/// `root`: bound onto itself, the [`ProcessConfig::mounts`] and devices set up under it, then
+/// `pivot_root(2)` into it and the old root detached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootFs {
+    /// The directory (absolute).
+    pub path: PathBuf,
+    /// Make the root mount read-only at the end (the mounts under it keep their flags).
+    pub read_only: bool,
+}
+
+/// A mount under [`ProcessConfig::root`], as an OCI `mounts` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// Where, inside the root (absolute; symlinks in it are resolved inside the root).
+    pub target: PathBuf,
+    /// The filesystem type (`proc`, `tmpfs`, ...); `None` or `"bind"` with a `bind` option.
+    pub fstype: Option<String>,
+    /// The source: a host path for a bind, the filesystem's source name otherwise.
+    pub source: Option<PathBuf>,
+    /// mount(8)-style options: flags (`ro`, `nosuid`, `bind`, `rbind`, `rprivate`, ...) and
+    /// the filesystem's data (`mode=755`, `size=65536k`), as OCI has them.
+    pub options: Vec<String>,
+}
+
+/// The kind of a device node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// `c`/`u`: a character device.
+    Char,
+    /// `b`: a block device.
+    Block,
+    /// `p`: a FIFO.
+    Fifo,
+}
+
+/// A device node created under [`ProcessConfig::root`] (OCI `linux.devices`): `mknod(2)`
+/// when the context may create device nodes (no user namespace), otherwise the host's node
+/// of the same path bound over an empty file, as runc does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// The path inside (absolute).
+    pub path: PathBuf,
+    /// Character, block or FIFO.
+    pub kind: DeviceKind,
+    /// Major number.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits (`0o666` when not given).
+    pub mode: u32,
+    /// Owner inside.
+    pub uid: u32,
+    /// Group inside.
+    pub gid: u32,
 }
 
 /// runc's default `maskedPaths`: hidden in every context with a mount namespace (a file gets
@@ -304,6 +380,32 @@ pub struct ProcessConfig {
     pub max_output_bytes: usize,
     /// Receives each [`ViolationInfo`] the context produced.
     pub on_violation: Option<ViolationCallback>,
+    /// A root filesystem of its own (needs [`Namespaces::MOUNT`]); `None`: the supervisor's
+    /// tree, seen through [`ProcessConfig::read_only_root`].
+    pub root: Option<RootFs>,
+    /// Mounts under [`ProcessConfig::root`], in order (needs it).
+    pub mounts: Vec<Mount>,
+    /// Device nodes under [`ProcessConfig::root`] (needs it).
+    pub devices: Vec<Device>,
+    /// Namespaces joined by path (`setns(2)`) instead of created; each flag also leaves
+    /// [`ProcessConfig::namespaces`]. Not for the user or pid namespace.
+    pub join: Vec<(Namespaces, PathBuf)>,
+    /// Kernel parameters written under `/proc/sys` inside, after the mounts (`net.ipv4.ip_forward`
+    /// style keys); only namespaced ones are allowed.
+    pub sysctl: Vec<(String, String)>,
+    /// The name of the context's cgroup leaf under nebula's root; `None`: one is made up.
+    pub cgroup_name: Option<String>,
+    /// Supplementary groups of the workload (with [`ProcessConfig::user`]); empty: none.
+    pub groups: Vec<u32>,
+    /// Capabilities of [`ProcessConfig::keep_caps`] also raised in the ambient set (kept
+    /// across an `execve` as a non-root user).
+    pub ambient_caps: Vec<crate::privileges::Capability>,
+    /// `/proc/<pid>/oom_score_adj` of the context's processes (-1000 to 1000), written before
+    /// it is released; `None`: inherited.
+    pub oom_score_adj: Option<i32>,
+    /// Device access rules for the context's cgroup ([`crate::cgroup::Leaf::set_device_rules`]:
+    /// an eBPF device program), `None`: no device program. Needs cgroup v2.
+    pub device_rules: Option<Vec<crate::cgroup::devices::DeviceRule>>,
 }
 
 impl std::fmt::Debug for ProcessConfig {
@@ -334,6 +436,16 @@ impl std::fmt::Debug for ProcessConfig {
             .field("stdio", &(self.stdin, self.stdout, self.stderr))
             .field("max_result_bytes", &self.max_result_bytes)
             .field("on_violation", &self.on_violation.is_some())
+            .field("root", &self.root)
+            .field("mounts", &self.mounts)
+            .field("devices", &self.devices)
+            .field("join", &self.join)
+            .field("sysctl", &self.sysctl)
+            .field("cgroup_name", &self.cgroup_name)
+            .field("groups", &self.groups)
+            .field("ambient_caps", &self.ambient_caps)
+            .field("oom_score_adj", &self.oom_score_adj)
+            .field("device_rules", &self.device_rules)
             .finish()
     }
 }
@@ -375,6 +487,16 @@ impl Default for ProcessConfig {
             max_result_bytes: 16 << 20,
             max_output_bytes: 1 << 20,
             on_violation: None,
+            root: None,
+            mounts: Vec::new(),
+            devices: Vec::new(),
+            join: Vec::new(),
+            sysctl: Vec::new(),
+            cgroup_name: None,
+            groups: Vec::new(),
+            ambient_caps: Vec::new(),
+            oom_score_adj: None,
+            device_rules: None,
         }
     }
 }

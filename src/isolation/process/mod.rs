@@ -160,13 +160,15 @@ pub mod idpool;
 mod outcome;
 mod plan;
 pub(crate) mod procfs;
+mod rootfs;
 pub mod uffd_watch;
 
 pub use config::MemoryPressureWatch;
 pub use config::{
-    BindMount, CgroupUse, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEFAULT_TMP_SIZE, Identity,
-    Limits, MemoryFallback, Namespaces, Network, ProcessConfig, RLIM_INFINITY, Resource,
-    RlimitSetting, Stdio, Sysfs, TmpfsMount, ViolationCallback,
+    BindMount, CgroupUse, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEFAULT_TMP_SIZE, Device,
+    DeviceKind, IdMapping, Identity, Limits, MemoryFallback, Mount, Namespaces, Network,
+    ProcessConfig, RLIM_INFINITY, Resource, RlimitSetting, RootFs, Stdio, Sysfs, TmpfsMount,
+    ViolationCallback,
 };
 pub use idpool::{IdLease, IdPool, IdPoolError, IdRange};
 pub use outcome::{ClosureError, ExitStatus, MemoryEnforcement, Outcome, ProcessError};
@@ -180,6 +182,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use serde::Serialize;
@@ -231,6 +234,42 @@ impl Command {
     pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Command {
         self.args.extend(args.into_iter().map(Into::into));
         self
+    }
+
+    /// As [`Command::candidates`] for a context with a root filesystem of its own: the
+    /// program is looked up on the `PATH` of the context's environment (or the usual one),
+    /// inside `root`, and the paths returned are the ones the workload sees after the pivot.
+    fn candidates_in(
+        &self,
+        root: &Path,
+        env: &[(OsString, OsString)],
+    ) -> Result<Vec<PathBuf>, ProcessError> {
+        if self.program.as_bytes().contains(&b'/') {
+            return Ok(vec![PathBuf::from(&self.program)]);
+        }
+        let path = env.iter().find(|(k, _)| k == "PATH").map_or_else(
+            || OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            |(_, v)| v.clone(),
+        );
+        let mut found = Vec::new();
+        for dir in std::env::split_paths(&path) {
+            let inside = dir.join(&self.program);
+            let host = rootfs::resolve_in_root(root, &inside)?;
+            if host.is_file() {
+                found.push(inside);
+            }
+        }
+        if found.is_empty() {
+            return Err(ProcessError::ProgramNotFound {
+                program: format!(
+                    "{} (searched PATH={} inside {})",
+                    self.program.to_string_lossy(),
+                    path.to_string_lossy(),
+                    root.display()
+                ),
+            });
+        }
+        Ok(found)
     }
 
     /// The paths the child tries, in order: the program itself when it names a path, else
@@ -363,6 +402,47 @@ impl ProcessIsolation {
     /// [`ProcessError::Handshake`]. Errors of the child's own start-up steps (a mount, the
     /// `execve`) are reported by [`Running::wait`] as [`ProcessError::Setup`].
     pub fn spawn_command(&self, cmd: &Command) -> Result<Running<'_>, ProcessError> {
+        self.spawn_exec(cmd, None, false)
+    }
+
+    /// Creates `cmd`'s context as an OCI runtime's `create` does: set up to the last step
+    /// before the workload's own (its privileges, seccomp filter and `execve`), where it waits
+    /// at `gate` (see [`crate::sys::clone::ExecPlan::gate`]), and detached from this
+    /// supervisor: no parent-death signal, the cgroup leaf stays when this returns, and
+    /// pid 1 exits the way the workload does. Whoever writes a byte into the gate's FIFO
+    /// starts it; whoever reaps the pid (a subreaper such as containerd's shim, or init)
+    /// learns how it ended. Returns once the context waits at the gate.
+    ///
+    /// # Errors
+    ///
+    /// As [`ProcessIsolation::spawn_command`], and [`ProcessError::Setup`] for a set-up
+    /// step that failed before the gate (a mount, a device, a join).
+    pub fn create_detached(
+        &self,
+        cmd: &Command,
+        gate: BorrowedFd<'_>,
+    ) -> Result<Detached, ProcessError> {
+        let mut running = self.spawn_exec(cmd, Some(gate), true)?;
+        running.await_report(Report::Ready, "the context reached its start gate")?;
+        let cgroup = running.leaf.as_mut().map(|l| {
+            l.disown();
+            l.path().to_owned()
+        });
+        // Not killed or reaped on drop: the context lives on, its reaper is no longer us.
+        running.reaped = true;
+        Ok(Detached {
+            pid: running.pid,
+            cgroup,
+            host_ids: running.ids,
+        })
+    }
+
+    fn spawn_exec(
+        &self,
+        cmd: &Command,
+        gate: Option<BorrowedFd<'_>>,
+        detached: bool,
+    ) -> Result<Running<'_>, ProcessError> {
         if self.config.watch_regions {
             return Err(ProcessError::InvalidConfig(
                 "watch_regions is for closures: an execve replaces the memory a userfaultfd \
@@ -370,8 +450,11 @@ impl ProcessIsolation {
                     .into(),
             ));
         }
-        let programs = cmd
-            .candidates()?
+        let candidates = match &self.config.root {
+            Some(root) => cmd.candidates_in(&root.path, &self.config.env)?,
+            None => cmd.candidates()?,
+        };
+        let programs = candidates
             .iter()
             .map(|p| cstring("program", p.as_os_str()))
             .collect::<Result<Vec<_>, _>>()?;
@@ -394,6 +477,22 @@ impl ProcessIsolation {
         let fds =
             Fds::new(&self.config, false)?.with_listener_pair(self.filter_fallback.is_some())?;
         let ns = self.config.namespaces;
+        let joined = self
+            .config
+            .join
+            .iter()
+            .map(|(kind, path)| {
+                rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map(|fd| (fd, *kind))
+                    .map_err(|e| {
+                        ProcessError::InvalidConfig(format!(
+                            "the namespace to join {}: {}",
+                            path.display(),
+                            io::Error::from(e)
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let spawned = {
             let plan = ExecPlan {
                 prologue: fds.prologue(if ns.contains(Namespaces::PID) {
@@ -407,6 +506,17 @@ impl ProcessIsolation {
                 programs,
                 argv,
                 envp,
+                joins: joined
+                    .iter()
+                    .map(|(fd, kind)| {
+                        // CLONE_NEW* flags fit in an int (namespaces(7)).
+                        #[allow(clippy::cast_possible_truncation)]
+                        let nstype = kind.bits() as i32;
+                        (fd.as_fd(), nstype)
+                    })
+                    .collect(),
+                gate,
+                detached,
             };
             sc::spawn_exec(&plan, ns.bits(), leaf.as_ref().map(Leaf::dir_fd)).map_err(|source| {
                 ProcessError::Spawn {
@@ -428,6 +538,14 @@ impl ProcessIsolation {
         }
         if ns.contains(Namespaces::USER) {
             self.write_id_maps(running.pid, running.ids)?;
+        }
+        if let Some(adj) = self.config.oom_score_adj {
+            let path = PathBuf::from(format!("/proc/{}/oom_score_adj", running.pid));
+            std::fs::write(&path, adj.to_string()).map_err(|source| ProcessError::WriteIdMap {
+                path,
+                content: adj.to_string(),
+                source,
+            })?;
         }
         running.release(sc::GO)?;
         Ok(running)
@@ -538,11 +656,13 @@ impl ProcessIsolation {
         let Some(root) = &self.root else {
             return Ok(None);
         };
-        let name = format!(
-            "ctx-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = self.config.cgroup_name.clone().unwrap_or_else(|| {
+            format!(
+                "ctx-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )
+        });
         let leaf = root
             .create_leaf(&name)
             .map_err(|source| ProcessError::Cgroup {
@@ -580,6 +700,9 @@ impl ProcessIsolation {
         }
         if let Some(p) = l.pids_max {
             set("pids.max write", leaf.set_pids_max(Limit::Value(p)))?;
+        }
+        if let Some(rules) = &self.config.device_rules {
+            set("device program", leaf.set_device_rules(rules))?;
         }
         Ok(Some(leaf))
     }
@@ -645,6 +768,11 @@ impl ProcessIsolation {
                 gid: sub.own.1,
                 count: 1,
             },
+            (None, IdSource::Maps { root, count, .. }) => idpool::IdRange {
+                uid: root.0,
+                gid: root.1,
+                count: *count,
+            },
             (None, IdSource::Pool(_)) => unreachable!("a pool identity always has a lease"),
         }
     }
@@ -665,6 +793,13 @@ impl ProcessIsolation {
                     source,
                 })
         };
+        if let IdSource::Maps {
+            uid_map, gid_map, ..
+        } = &self.identity
+        {
+            write("uid_map", uid_map)?;
+            return write("gid_map", gid_map);
+        }
         write("uid_map", &ids.uid_map())?;
         if self.deny_setgroups {
             write("setgroups", "deny")?;
@@ -714,6 +849,17 @@ fn ns_names(ns: Namespaces) -> String {
     } else {
         names.join("|")
     }
+}
+
+/// A context created by [`ProcessIsolation::create_detached`], waiting at its start gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detached {
+    /// Its top process (pid 1 of its pid namespace) in the creator's pid namespace.
+    pub pid: i32,
+    /// Its cgroup leaf, left in place (remove it when the context is deleted).
+    pub cgroup: Option<PathBuf>,
+    /// Its host ids.
+    pub host_ids: IdRange,
 }
 
 /// What [`Running::supervise`] gathered until the context's pid 1 exited.
@@ -885,23 +1031,29 @@ impl<'a> Running<'a> {
 
     /// Waits for the closure child's [`Report::Unshared`].
     fn await_unshared(&mut self) -> Result<(), ProcessError> {
+        self.await_report(Report::Unshared, "the child entered its namespaces")
+    }
+
+    /// Waits for the report `expected` (`what`: what it means, for errors); any other report
+    /// or an exit first is the child's failure.
+    fn await_report(&mut self, expected: Report, what: &str) -> Result<(), ProcessError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let mut buf = [0u8; sc::REPORT_LEN];
             match rustix::io::read(&self.report, &mut buf) {
                 Ok(n) if n == sc::REPORT_LEN => match Report::decode(&buf) {
-                    Some(Report::Unshared) => return Ok(()),
+                    Some(r) if r == expected => return Ok(()),
                     _ => {
                         self.pending.extend_from_slice(&buf);
                         return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
-                            what: "unexpected report before the maps were written".into(),
+                            what: format!("unexpected report before {what}"),
                             source: io::Error::from_raw_os_error(libc::EPROTO),
                         }));
                     }
                 },
                 Ok(0) => {
                     return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
-                        what: "the child exited before entering its namespaces".into(),
+                        what: format!("the child exited before {what}"),
                         source: io::Error::from_raw_os_error(libc::ECHILD),
                     }));
                 }

@@ -228,7 +228,7 @@ pub enum ProcessError {
         #[source]
         source: io::Error,
     },
-    /// Writing the child's uid/gid map failed.
+    /// Writing a proc file of the child (its uid/gid map, its `oom_score_adj`) failed.
     #[error("writing {} ({content:?}) failed", .path.display())]
     WriteIdMap {
         /// The proc file.

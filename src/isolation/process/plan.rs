@@ -51,6 +51,59 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
             "a fresh /proc needs the pid namespace (set mount_proc = false)".into(),
         ));
     }
+    if config.root.is_some() && !ns.contains(Namespaces::MOUNT) {
+        return Err(ProcessError::InvalidConfig(
+            "a root filesystem of its own needs the mount namespace".into(),
+        ));
+    }
+    if config.root.is_none() && !(config.mounts.is_empty() && config.devices.is_empty()) {
+        return Err(ProcessError::InvalidConfig(
+            "mounts and devices are set up under a root filesystem of the context's own: set              root"
+                .into(),
+        ));
+    }
+    for (kind, path) in &config.join {
+        if kind.intersects(Namespaces::USER | Namespaces::PID) || kind.bits().count_ones() != 1 {
+            return Err(ProcessError::InvalidConfig(format!(
+                "joining the namespace {} ({kind:?}) is not supported: only the mount, network,                  IPC, UTS and cgroup namespaces can be joined by path",
+                path.display()
+            )));
+        }
+        if ns.intersects(*kind) {
+            return Err(ProcessError::InvalidConfig(format!(
+                "the namespace {kind:?} is both created and joined ({})",
+                path.display()
+            )));
+        }
+    }
+    for (key, _) in &config.sysctl {
+        const NAMESPACED: [&str; 6] = [
+            "kernel.msgmax",
+            "kernel.msgmnb",
+            "kernel.msgmni",
+            "kernel.sem",
+            "kernel.shmall",
+            "kernel.shmmax",
+        ];
+        let ok = (key.starts_with("net.") && ns.contains(Namespaces::NET))
+            || ((NAMESPACED.contains(&key.as_str())
+                || key == "kernel.shmmni"
+                || key == "kernel.shm_rmid_forced"
+                || key.starts_with("fs.mqueue."))
+                && ns.contains(Namespaces::IPC))
+            || ((key == "kernel.hostname" || key == "kernel.domainname")
+                && ns.contains(Namespaces::UTS));
+        if !ok || key.contains('/') || key.contains("..") {
+            return Err(ProcessError::InvalidConfig(format!(
+                "the sysctl {key} is not namespaced by the namespaces this context creates, so                  writing it would change the host; only net.* (network namespace), the IPC                  ones (IPC namespace) and kernel.hostname/domainname (UTS) are allowed"
+            )));
+        }
+    }
+    if !config.sysctl.is_empty() && config.root.is_none() && !config.mount_proc {
+        return Err(ProcessError::InvalidConfig(
+            "sysctls are written under /proc/sys of the context: it needs its own /proc".into(),
+        ));
+    }
     for p in config.masked_paths.iter().chain(&config.readonly_paths) {
         if !p.is_absolute() {
             return Err(ProcessError::InvalidConfig(format!(
@@ -173,6 +226,14 @@ pub(super) fn limits(
             return Err(unsupported(feature, &controller_why(c)));
         }
     }
+    if config.device_rules.is_some()
+        && let Some(r) = &cg_reason
+    {
+        return Err(unsupported(
+            "device rules (a cgroup v2 BPF_CGROUP_DEVICE program)",
+            r,
+        ));
+    }
     rlimits.extend(lim.rlimits.iter().copied());
     if let Some(cpu) = lim.cpu_time {
         let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
@@ -223,6 +284,37 @@ pub(super) fn identity(config: &ProcessConfig) -> Result<(IdSource, bool), Proce
             gid: *gid,
         },
         Identity::Pool(pool) => IdSource::Pool(pool.declare()?),
+        Identity::Maps { uid, gid } => {
+            if !caller_root {
+                return Err(ProcessError::InvalidConfig(
+                    "explicit uid/gid maps are written by root; an unprivileged caller maps \
+                     its own ids or its /etc/subuid range (Identity::Auto)"
+                        .into(),
+                ));
+            }
+            let text = |m: &[super::config::IdMapping], what: &str| {
+                if m.is_empty() || m.len() > 340 {
+                    return Err(ProcessError::InvalidConfig(format!(
+                        "a {what} map needs 1 to 340 lines, not {}",
+                        m.len()
+                    )));
+                }
+                Ok(m.iter()
+                    .map(|l| format!("{} {} {}\n", l.inside, l.outside, l.count))
+                    .collect::<String>())
+            };
+            let root_of = |m: &[super::config::IdMapping]| {
+                m.iter()
+                    .find(|l| l.inside == 0)
+                    .map_or(u32::MAX, |l| l.outside)
+            };
+            IdSource::Maps {
+                uid_map: text(uid, "uid")?,
+                gid_map: text(gid, "gid")?,
+                root: (root_of(uid), root_of(gid)),
+                count: uid.iter().map(|l| l.count).max().unwrap_or(1),
+            }
+        }
         Identity::Auto if caller_root => IdSource::Pool(idpool::IdPool::system().declare()?),
         Identity::Auto => match idpool::Subordinate::for_caller() {
             Some(sub) => IdSource::Subordinate(sub),
@@ -246,14 +338,18 @@ pub(super) fn identity(config: &ProcessConfig) -> Result<(IdSource, bool), Proce
     }
     if let Some((u, g)) = config.user
         && !ns.contains(Namespaces::USER)
+        && !caller_root
     {
         return Err(ProcessError::InvalidConfig(format!(
             "running as {u}:{g} inside needs the user namespace"
         )));
     }
-    if let Some((u, g)) = config.user {
+    if let Some((u, g)) = config.user
+        && ns.contains(Namespaces::USER)
+    {
         // The highest id inside that the maps will hold.
         let (top, why) = match &identity {
+            IdSource::Maps { .. } => (u32::MAX, ""),
             IdSource::Single { .. } => (0, "this context maps one id (root)"),
             IdSource::Pool(_) => (idpool::RANGE - 1, "its range holds ids 0..=65535"),
             IdSource::Subordinate(s) => (s.count, "the caller's /etc/subuid range ends there"),
@@ -276,6 +372,7 @@ pub(super) fn mounts(config: &ProcessConfig) -> Result<Vec<MountStep>, ProcessEr
     let mut mounts = Vec::new();
     if ns.contains(Namespaces::MOUNT) {
         mounts.push(MountStep::MakePrivate);
+        mounts.extend(super::rootfs::steps(config)?);
         if config.read_only_root {
             mounts.push(MountStep::ReadOnlyRoot);
         }
@@ -310,6 +407,15 @@ pub(super) fn mounts(config: &ProcessConfig) -> Result<Vec<MountStep>, ProcessEr
             }),
             Sysfs::Host => {}
         }
+        for (key, value) in &config.sysctl {
+            mounts.push(MountStep::Sysctl {
+                path: cstring(
+                    "sysctl",
+                    OsStr::new(&format!("/proc/sys/{}", key.replace('.', "/"))),
+                )?,
+                value: cstring("sysctl value", OsStr::new(value))?,
+            });
+        }
         // runc's hardening, over the fresh /proc and /sys: read-only paths, then masks.
         for p in &config.readonly_paths {
             mounts.push(MountStep::ReadOnlyPath {
@@ -319,6 +425,11 @@ pub(super) fn mounts(config: &ProcessConfig) -> Result<Vec<MountStep>, ProcessEr
         for p in &config.masked_paths {
             mounts.push(MountStep::MaskPath {
                 target: cstring("masked path", p.as_os_str())?,
+            });
+        }
+        if config.root.as_ref().is_some_and(|r| r.read_only) {
+            mounts.push(MountStep::RemountReadOnly {
+                target: c"/".into(),
             });
         }
     }
@@ -372,13 +483,16 @@ pub(super) fn privileges(
             for c in &config.keep_caps {
                 b = b.keep(*c);
             }
+            for c in &config.ambient_caps {
+                b = b.keep_ambient(*c);
+            }
         } else {
             for c in ::caps::all() {
                 b = b.keep(c);
             }
         }
         if let Some((u, g)) = config.user {
-            b = b.uid(u).gid(g).groups(&[]);
+            b = b.uid(u).gid(g).groups(&config.groups);
         }
         Some(b.build().map_err(|e| ProcessError::Privileges {
             what: "capability plan",
@@ -490,4 +604,13 @@ pub(super) enum IdSource {
     Pool(idpool::DeclaredPool),
     /// An unprivileged caller: root inside is the caller, the rest its subordinate ids.
     Subordinate(idpool::Subordinate),
+    /// Maps given as they are ([`Identity::Maps`]), already formatted.
+    Maps {
+        uid_map: String,
+        gid_map: String,
+        /// The host ids of root inside (`u32::MAX` when root is not mapped).
+        root: (u32, u32),
+        /// The largest line's count.
+        count: u32,
+    },
 }
