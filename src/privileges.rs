@@ -75,6 +75,7 @@ pub struct PrivilegePlan {
     uid: Option<u32>,
     gid: Option<u32>,
     groups: Option<Box<[Gid]>>,
+    no_new_privs: bool,
 }
 
 /// Builds a [`PrivilegePlan`]; start with [`PrivilegePlan::drop_all`].
@@ -85,9 +86,17 @@ pub struct PrivilegePlanBuilder {
     uid: Option<u32>,
     gid: Option<u32>,
     groups: Option<Vec<u32>>,
+    keep_new_privs: bool,
 }
 
 impl PrivilegePlanBuilder {
+    /// Leaves `no_new_privs` off at the end (an OCI bundle's `noNewPrivileges: false`):
+    /// setuid programs and file capabilities keep working after the drop.
+    pub fn allow_new_privs(mut self) -> Self {
+        self.keep_new_privs = true;
+        self
+    }
+
     /// Keeps `cap` in the bounding, permitted and effective sets.
     pub fn keep(mut self, cap: Capability) -> Self {
         self.keep |= cap.bitmask();
@@ -156,6 +165,7 @@ impl PrivilegePlanBuilder {
             groups: self
                 .groups
                 .map(|g| g.into_iter().map(Gid::from_raw).collect()),
+            no_new_privs: !self.keep_new_privs,
         })
     }
 }
@@ -228,6 +238,7 @@ impl PrivilegePlan {
             uid: self.uid,
             gid: self.gid,
             groups: self.groups.as_deref(),
+            no_new_privs: self.no_new_privs,
         }
     }
 }

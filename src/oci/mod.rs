@@ -37,6 +37,7 @@
 pub mod cli;
 mod hooks;
 mod runtime;
+pub mod seccomp;
 pub mod spec;
 mod state;
 

@@ -312,11 +312,13 @@ impl Runtime {
     pub fn delete(&self, id: &str, force: bool) -> Result<Vec<OciError>, OciError> {
         let (dir, r) = self.record(id)?;
         let status = r.status(&dir);
-        if matches!(status, Status::Running | Status::Paused) && !force {
+        // runtime.md, "Delete": deleting a container that is not stopped MUST be an error
+        // (runc deletes a created one; the spec does not).
+        if status != Status::Stopped && !force {
             return Err(OciError::WrongState {
                 id: id.to_owned(),
                 status,
-                what: "a running container is not deleted; stop it first or use --force".into(),
+                what: "only a stopped container is deleted; kill it first or use --force".into(),
             });
         }
         let leaf = match &r.cgroup {

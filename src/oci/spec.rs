@@ -348,12 +348,8 @@ fn map(dir: PathBuf, spec: Spec, id: &str) -> Result<Bundle, OciError> {
             gid: d.gid().unwrap_or(0),
         });
     }
-    if linux.seccomp().is_some() {
-        return Err(unsupported(
-            "linux.seccomp",
-            "OCI seccomp profiles are not compiled yet; nebula's named profiles are chosen \
-             with the org.nebula.seccomp annotation",
-        ));
+    if let Some(s) = linux.seccomp() {
+        c.seccomp_table = Some(super::seccomp::table(s)?);
     }
     let paths = |v: &Option<Vec<String>>| -> Vec<PathBuf> {
         v.iter().flatten().map(PathBuf::from).collect()

@@ -73,7 +73,10 @@ impl CompiledFilter {
     /// [`SeccompError::Unsupported`], or a code-generation error (`BuildStage`,
     /// `UnexpectedPrologue`, `ProgramTooLong`, `VerifyProgram`), which would be a bug.
     pub fn compile(table: &ProfileTable) -> Result<CompiledFilter, SeccompError> {
-        if table.profile == Profile::None && table.rules.is_empty() {
+        if table.profile == Profile::None
+            && table.rules.is_empty()
+            && table.default == Action::Allow
+        {
             return Ok(CompiledFilter {
                 table: table.clone(),
                 program: Box::new([]),

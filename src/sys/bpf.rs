@@ -110,7 +110,13 @@ pub fn compile(rules: &[DeviceRule]) -> io::Result<Vec<Insn>> {
                     .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
             }
         }
+        let unconditional = len == 2;
         p.extend(block);
+        if unconditional {
+            // It matches every access: what follows could never run, and the verifier
+            // refuses unreachable instructions.
+            return Ok(p);
+        }
     }
     p.push(insn(ALU64_MOV_K, 0, 0, 0, 1));
     p.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -191,7 +197,24 @@ pub fn attach_device_program(cgroup: BorrowedFd<'_>, prog: &[Insn]) -> io::Resul
         license: license.as_ptr() as u64,
         ..ProgLoad::default()
     };
-    let fd = bpf(BPF_PROG_LOAD, &mut load)?;
+    let fd = match bpf(BPF_PROG_LOAD, &mut load) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Load it again with the verifier's log, which says why.
+            let mut log = vec![0u8; 16 << 10];
+            load.log_level = 1;
+            load.log_size = u32::try_from(log.len()).map_err(super::overflow)?;
+            load.log_buf = log.as_mut_ptr() as u64;
+            let again = bpf(BPF_PROG_LOAD, &mut load);
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]).trim().to_owned();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("BPF_PROG_LOAD: {e}; verifier: {text} ({again:?})"),
+            ));
+        }
+        Err(e) => return Err(io::Error::new(e.kind(), format!("BPF_PROG_LOAD: {e}"))),
+    };
     // SAFETY: the kernel returned a fresh program fd that nothing else owns.
     let prog_fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).map_err(super::overflow)?) };
     let mut attach = ProgAttach {
@@ -200,7 +223,9 @@ pub fn attach_device_program(cgroup: BorrowedFd<'_>, prog: &[Insn]) -> io::Resul
         attach_type: BPF_CGROUP_DEVICE,
         ..ProgAttach::default()
     };
-    bpf(BPF_PROG_ATTACH, &mut attach).map(drop)
+    bpf(BPF_PROG_ATTACH, &mut attach)
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_ATTACH: {e}")))
 }
 
 #[cfg(test)]
@@ -278,5 +303,9 @@ mod tests {
             "mknod of a pty is not covered"
         );
         assert_eq!(run(&compile(&[]).unwrap(), DEV_BLOCK, ACC_READ, 8, 0), 1);
+        // A rule that matches everything ends the program: nothing after it is reachable.
+        let deny_all = compile(&rules[..1]).unwrap();
+        assert_eq!(deny_all.len(), 8);
+        assert_eq!(run(&deny_all, DEV_CHAR, ACC_READ, 1, 3), 0);
     }
 }

@@ -598,6 +598,19 @@ pub fn rearm_death_signal(report_fd: BorrowedFd<'_>, sync: Option<BorrowedFd<'_>
 pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
     // SAFETY: getppid takes no arguments and cannot fail.
     let parent = unsafe { libc::getppid() };
+    // Without no_new_privs a filter may only be installed with CAP_SYS_ADMIN: then it goes
+    // first, before the capability drop (as runc does), and every later call of this step
+    // runs under it.
+    let seccomp_first = !p.no_new_privs
+        && p.landlock.is_none()
+        && p.seccomp_listener.is_none()
+        && p.caps.is_none_or(|c| !c.no_new_privs);
+    if seccomp_first
+        && let Some(filter) = p.seccomp
+        && let Err(e) = filter.install_privileged()
+    {
+        return Err((Step::Seccomp, e.encode()));
+    }
     if let Some(caps) = p.caps
         && let Err(e) = caps.apply_current_thread()
     {
@@ -638,7 +651,7 @@ pub fn apply_privileges(p: &Privileges<'_>) -> Result<(), (Step, u64)> {
         // (detail, errno) = (which call and rule, the errno).
         return Err((Step::Landlock, step_code(failure.encode(), errno)));
     }
-    if let Some(filter) = p.seccomp {
+    if let Some(filter) = p.seccomp.filter(|_| !seccomp_first) {
         let installed = match p.seccomp_listener {
             Some(h) if filter.notifies => install_and_hand_over(filter, h),
             _ => filter.install(false),

@@ -188,6 +188,8 @@ pub struct Plan<'a> {
     pub gid: Option<u32>,
     /// The supplementary groups to set.
     pub groups: Option<&'a [Gid]>,
+    /// Set `no_new_privs` at the end.
+    pub no_new_privs: bool,
 }
 
 /// A step of [`Plan::apply_current_thread`]; the numbers are the tags of
@@ -297,6 +299,9 @@ impl Plan<'_> {
             }
         }
         // no_new_privs: execve can no longer add privileges (setuid bits, file caps).
+        if !self.no_new_privs {
+            return Ok(());
+        }
         super::seccomp::set_no_new_privs().map_err(Failure::at(Step::SetNoNewPrivs, 0))
     }
 }

@@ -201,6 +201,25 @@ impl Program<'_> {
         })
     }
 
+    /// Installs the program on the calling thread without setting `no_new_privs`, which the
+    /// kernel allows to a thread with `CAP_SYS_ADMIN` in its user namespace: for a workload
+    /// that must keep `no_new_privs` off, before its capabilities are dropped.
+    ///
+    /// # Errors
+    /// `InstallFilter` (`EACCES` without `CAP_SYS_ADMIN`).
+    pub fn install_privileged(&self) -> Result<(), Failure> {
+        if self.insns.is_empty() {
+            return Ok(());
+        }
+        install_filter(self.insns, false).map_err(|f| match f {
+            InstallFailure::Errno(errno) => Failure::InstallFilter {
+                errno,
+                tsync: false,
+            },
+            InstallFailure::ThreadSync(tid) => Failure::SyncThreads(tid),
+        })
+    }
+
     /// Sets `no_new_privs`, then installs the program on the calling thread with
     /// `SECCOMP_FILTER_FLAG_NEW_LISTENER` and returns the listener (close-on-exec).
     ///

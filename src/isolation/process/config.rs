@@ -406,6 +406,9 @@ pub struct ProcessConfig {
     /// Device access rules for the context's cgroup ([`crate::cgroup::Leaf::set_device_rules`]:
     /// an eBPF device program), `None`: no device program. Needs cgroup v2.
     pub device_rules: Option<Vec<crate::cgroup::devices::DeviceRule>>,
+    /// A seccomp table of the caller's (an OCI bundle's `linux.seccomp`), installed instead
+    /// of [`ProcessConfig::seccomp`]'s named profile.
+    pub seccomp_table: Option<crate::seccomp::ProfileTable>,
 }
 
 impl std::fmt::Debug for ProcessConfig {
@@ -446,6 +449,7 @@ impl std::fmt::Debug for ProcessConfig {
             .field("ambient_caps", &self.ambient_caps)
             .field("oom_score_adj", &self.oom_score_adj)
             .field("device_rules", &self.device_rules)
+            .field("seccomp_table", &self.seccomp_table.is_some())
             .finish()
     }
 }
@@ -497,6 +501,7 @@ impl Default for ProcessConfig {
             ambient_caps: Vec::new(),
             oom_score_adj: None,
             device_rules: None,
+            seccomp_table: None,
         }
     }
 }

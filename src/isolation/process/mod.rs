@@ -475,7 +475,10 @@ impl ProcessIsolation {
         let lease = self.lease_ids()?;
         let leaf = self.create_leaf()?;
         let fds =
-            Fds::new(&self.config, false)?.with_listener_pair(self.filter_fallback.is_some())?;
+            // A detached context has no supervisor to answer a notifying filter: it gets the
+            // plain one, whose kills are the kernel's.
+            Fds::new(&self.config, false)?
+                .with_listener_pair(self.filter_fallback.is_some() && !detached)?;
         let ns = self.config.namespaces;
         let joined = self
             .config
@@ -502,7 +505,7 @@ impl ProcessIsolation {
                 }),
                 setup: self.setup_plan(),
                 pid1: ns.contains(Namespaces::PID),
-                workload: self.workload_plan(&fds),
+                workload: self.workload_plan(&fds, detached),
                 programs,
                 argv,
                 envp,
@@ -607,7 +610,7 @@ impl ProcessIsolation {
         let plan = child::ClosurePlan {
             namespaces: self.config.namespaces,
             setup: self.setup_plan(),
-            workload: self.workload_plan(&fds),
+            workload: self.workload_plan(&fds, false),
             max_result_bytes: self.config.max_result_bytes,
         };
         let pid = match sc::fork() {
@@ -718,7 +721,12 @@ impl ProcessIsolation {
         }
     }
 
-    fn workload_plan<'a>(&'a self, fds: &'a Fds) -> WorkloadPlan<'a> {
+    fn workload_plan<'a>(&'a self, fds: &'a Fds, detached: bool) -> WorkloadPlan<'a> {
+        let filter = if detached {
+            self.filter_fallback.as_ref().or(self.filter.as_ref())
+        } else {
+            self.filter.as_ref()
+        };
         WorkloadPlan {
             stdio: fds.child_stdio(),
             rlimits: self.rlimits.clone(),
@@ -730,10 +738,7 @@ impl ProcessIsolation {
                     .as_ref()
                     .map(crate::privileges::PrivilegePlan::as_sys),
                 landlock: self.landlock.as_ref(),
-                seccomp: self
-                    .filter
-                    .as_ref()
-                    .map(crate::seccomp::CompiledFilter::as_sys),
+                seccomp: filter.map(crate::seccomp::CompiledFilter::as_sys),
                 seccomp_listener: fds.listener_handover(
                     self.filter_fallback
                         .as_ref()

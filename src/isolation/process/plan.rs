@@ -494,6 +494,9 @@ pub(super) fn privileges(
         if let Some((u, g)) = config.user {
             b = b.uid(u).gid(g).groups(&config.groups);
         }
+        if !config.no_new_privs && config.landlock.is_none() {
+            b = b.allow_new_privs();
+        }
         Some(b.build().map_err(|e| ProcessError::Privileges {
             what: "capability plan",
             source: Box::new(e),
@@ -522,6 +525,18 @@ pub(super) fn seccomp(
             source: Box::new(other),
         },
     };
+    if let Some(t) = &config.seccomp_table {
+        let plain = CompiledFilter::compile(t).map_err(seccomp_err)?;
+        if f.seccomp.actions.contains(&"user_notif")
+            && t.actions().contains(&crate::seccomp::Action::KillProcess)
+        {
+            let notifying =
+                CompiledFilter::compile(&t.clone().with_kill_as(crate::seccomp::Action::UserNotif))
+                    .map_err(seccomp_err)?;
+            return Ok((Some(notifying), Some(plain)));
+        }
+        return Ok((Some(plain), None));
+    }
     let (filter, filter_fallback) = match config.seccomp {
         crate::seccomp::Profile::None => (None, None),
         p => {

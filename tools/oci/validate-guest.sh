@@ -1,0 +1,60 @@
+#!/bin/sh
+# Runs inside the VM tier's guest (tools/oci/validate.sh boots it): every runtime-tools
+# validation program against every runtime, one line per test:
+#   oci-validate: TEST RUNTIME=pass|fail|skip ...
+# TAP output of each failure goes to the console log under "oci-tap:" lines.
+# pivot_root(2) refuses a root that is the initramfs itself (rootfs has no parent mount), so
+# runc, crun and nebula all fail there: move into a tmpfs and chroot first, which is a root
+# with a parent.
+if [ -z "${OCI_IN_CHROOT:-}" ] && [ "$(awk '$2 == "/" { print $1; exit }' /proc/mounts)" = rootfs ]; then
+    N=/oci-root
+    mkdir -p $N && mount -t tmpfs -o size=90% tmpfs $N || exit 2
+    for d in /*; do
+        case $d in
+            /proc|/sys|/dev|/tmp|/run|$N) mkdir -p "$N$d" ;;
+            /root) mv "$d" "$N/" ;;                 # the suite: big, moved, not copied
+            *) cp -a "$d" "$N/" ;;
+        esac
+    done
+    mount -t proc proc $N/proc && mount -t sysfs sysfs $N/sys &&
+        mount -t cgroup2 cgroup2 $N/sys/fs/cgroup && mount -t devtmpfs devtmpfs $N/dev &&
+        mount -t tmpfs tmpfs $N/tmp && mount -t tmpfs tmpfs $N/run || exit 2
+    mkdir -p $N/dev/pts $N/dev/shm && mount -t devpts devpts $N/dev/pts
+    OCI_IN_CHROOT=1 exec chroot $N /bin/sh "$0" "$@"
+fi
+cd "$OCI_SUITE" || { echo "oci-validate: no suite at $OCI_SUITE"; exit 2; }
+tests=$(echo "$OCI_TESTS" | tr , " ")
+for t in $tests; do
+    line="oci-validate: $t"
+    for rt in $(echo "$OCI_RUNTIMES" | tr : " "); do
+        name=${rt##*/}
+        out=/tmp/tap.$$.out
+        start=$(cut -d' ' -f1 /proc/uptime)
+        RUNTIME=$rt timeout "${OCI_TEST_TIMEOUT:-180}" "./validation/$t/$t.t" >"$out" 2>&1
+        rc=$?
+        end=$(cut -d' ' -f1 /proc/uptime)
+        oks=$(grep -c '^ok ' "$out")
+        skips=$(grep -ciE '^ok [0-9]+ # skip|^1\.\.0 # skip' "$out")
+        fails=$(grep -c '^not ok ' "$out")
+        if [ "$fails" -eq 0 ] && [ "$rc" -eq 0 ] && [ "$oks" -gt "$skips" ]; then r=pass
+        elif [ "$fails" -eq 0 ] && [ "$rc" -eq 0 ] && [ "$skips" -gt 0 ]; then r=skip
+        elif [ "$fails" -eq 0 ] && [ "$rc" -eq 0 ] && grep -qi '^1\.\.0' "$out"; then r=skip
+        else r=fail
+        fi
+        line="$line $name=$r"
+        echo "oci-time: $t $name $start $end rc=$rc ok=$oks skip=$skips notok=$fails"
+        if [ "$r" = fail ]; then
+            # Each "not ok" with its diagnostic, and the last lines (a crash's message).
+            awk '/^not ok/ { n = 14 } n > 0 { print; n-- }' "$out" | head -n 120 |
+                sed "s/^/oci-tap: $t $name: /"
+            tail -n 6 "$out" | sed "s/^/oci-tap: $t $name: (tail) /"
+        fi
+        rm -f "$out"
+        # Whatever a failed test left behind must not spill into the next one.
+        for d in /run/nebula/oci/* /run/crun/* /run/runc/*; do
+            [ -d "$d" ] && "$rt" delete --force "${d##*/}" >/dev/null 2>&1
+        done
+    done
+    echo "$line"
+done
+echo "oci-validate: done"
