@@ -47,7 +47,7 @@ vm-test:
 	@bins=$$($(CARGO) test --no-run --message-format=json --tests --features wasm 2>/dev/null | \
 	  python3 tools/vm/test-binaries.py) || { $(CARGO) test --no-run --tests --features wasm; exit 1; }; \
 	echo "vm-test: binaries: $$bins"; \
-	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl $(ESCAPES) /usr/bin/script /usr/bin/newuidmap /usr/bin/newgidmap" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
+	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl $(CARGO_TARGET_DIR)/debug/nebula-runc $(ESCAPES) /usr/bin/script /usr/bin/newuidmap /usr/bin/newgidmap" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
 
 # The VM tier's and the hardware level's packages (qemu, busybox-static, cpio).
 deps:

@@ -95,6 +95,31 @@ q() { printf "export %s='%s'\n" "$1" "${2//\'/\'\\\'\'}"; }
 } >"$R/env"
 cat >"$R/init" <<'EOF'
 #!/bin/busybox sh
+# pivot_root(2) refuses the initramfs as the old root (rootfs has no parent mount), and OCI
+# runtimes (nebula-runc, crun, runc) pivot: first move everything into a tmpfs and
+# switch_root into it (moving, not copying: the initramfs's memory is freed file by file).
+if [ ! -e /.switched ]; then
+    /bin/busybox mount -t proc proc /proc
+    if [ "$(/bin/busybox awk '$2 == "/" { print $1; exit }' /proc/mounts)" = rootfs ]; then
+        /bin/busybox mkdir /newroot
+        /bin/busybox mount -t tmpfs -o size=90% tmpfs /newroot
+        /bin/busybox mkdir /newroot/.bb && /bin/busybox cp /bin/busybox /newroot/.bb/busybox
+        for d in /* /.[!.]*; do
+            # switch_root insists on finding /init in the old root: that one is copied.
+            case $d in
+                /proc|/newroot|/.bb|'/.[!.]*') ;;
+                /init) /newroot/.bb/busybox cp -p /init /newroot/init ;;
+                *) /newroot/.bb/busybox mv "$d" /newroot/ ;;
+            esac
+        done
+        /newroot/.bb/busybox mkdir -p /newroot/proc
+        /newroot/.bb/busybox touch /newroot/.switched
+        /newroot/.bb/busybox umount /proc
+        exec /newroot/.bb/busybox switch_root /newroot /init
+    fi
+    /bin/busybox umount /proc
+fi
+/bin/busybox rm -rf /.bb
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
