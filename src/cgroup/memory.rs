@@ -33,6 +33,16 @@ impl Leaf {
         self.write_ctl("memory.high", &limit.to_string())
     }
 
+    /// Sets `memory.low`, best-effort protection: memory below it is reclaimed only when
+    /// nothing unprotected is left (OCI's `memory.reservation` on cgroup v2).
+    ///
+    /// # Errors
+    ///
+    /// As [`Leaf::set_memory_max`].
+    pub fn set_memory_low(&self, limit: Limit) -> Result<(), CgroupError> {
+        self.write_ctl("memory.low", &limit.to_string())
+    }
+
     /// Sets `memory.swap.max`; `Limit::Value(0)` makes `memory.max` exact.
     ///
     /// # Errors

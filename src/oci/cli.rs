@@ -140,6 +140,30 @@ enum Cmd {
     },
     /// Print what this runtime implements (JSON).
     Features,
+    /// Run another process in a running container (its namespaces, cgroup and seccomp
+    /// profile).
+    Exec {
+        /// The process, as an OCI `process` object (JSON).
+        #[arg(long, short = 'p')]
+        process: Option<PathBuf>,
+        /// Return once it runs.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Write its pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Where to send a terminal's master fd.
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Allocate a terminal (refused).
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// The container id.
+        id: String,
+        /// The command and its arguments (without --process).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Parses a signal: a number, or a name with or without `SIG`.
@@ -227,6 +251,16 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+fn tty_refused(socket: &Option<PathBuf>, tty: bool) -> Result<(), OciError> {
+    if socket.is_some() || tty {
+        return Err(refuse(
+            "--console-socket/--tty",
+            "nebula does not give containers a terminal yet (process.terminal)",
+        ));
+    }
+    Ok(())
+}
+
 fn refuse(option: &'static str, reason: &'static str) -> OciError {
     OciError::Option { option, reason }
 }
@@ -246,13 +280,7 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
             serde_json::to_string_pretty(v).expect("JSON serializes")
         );
     };
-    let tty = |s: &Option<PathBuf>| match s {
-        Some(_) => Err(refuse(
-            "--console-socket",
-            "nebula does not give containers a terminal yet (process.terminal)",
-        )),
-        None => Ok(()),
-    };
+    let tty = |s: &Option<PathBuf>| tty_refused(s, false);
     match &cli.cmd {
         Cmd::Create {
             bundle,
@@ -339,6 +367,28 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
         Cmd::Features => {
             out(&super::features());
             Ok((0, Vec::new()))
+        }
+        Cmd::Exec {
+            process,
+            detach,
+            pid_file,
+            console_socket,
+            tty,
+            id,
+            args,
+        } => {
+            tty_refused(console_socket, *tty)?;
+            let what = match (process, args.is_empty()) {
+                (Some(f), true) => super::ExecProcess::File(f),
+                (None, false) => super::ExecProcess::Args(args),
+                _ => {
+                    return Err(refuse(
+                        "exec",
+                        "give either --process FILE or the command, not both or neither",
+                    ));
+                }
+            };
+            Ok((rt.exec(id, what, pid_file.as_deref(), *detach)?, Vec::new()))
         }
     }
 }

@@ -41,7 +41,7 @@ pub mod seccomp;
 pub mod spec;
 mod state;
 
-pub use runtime::{Runtime, features};
+pub use runtime::{ExecProcess, Runtime, features};
 pub use state::{Record, Status};
 
 use std::path::PathBuf;

@@ -134,8 +134,7 @@ impl Runtime {
         // Read-write: the workload's read waits for start's byte and never sees EOF.
         let gate = rustix::fs::open(&fifo, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| sys(format!("opening {}", fifo.display()))(e.into()))?;
-        let mut config = b.config;
-        config.oom_score_adj = b.oom_score_adj;
+        let config = b.config;
         let rootfs = config
             .root
             .as_ref()
@@ -165,8 +164,18 @@ impl Runtime {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+            hooks: Some(b.hooks.clone()),
         };
         state::save(&dir, &record)?;
+        // The spec as created: `exec` reads its namespaces and seccomp profile from here, as
+        // later changes to the bundle must not affect the container.
+        std::fs::copy(b.dir.join("config.json"), dir.join(state::CONFIG)).map_err(|source| {
+            OciError::State {
+                what: "copying config.json into",
+                path: dir.clone(),
+                source,
+            }
+        })?;
         let st = record.state_json(Status::Created);
         for kind in [
             HookKind::Prestart,
@@ -205,11 +214,11 @@ impl Runtime {
                 what: "only a created container can be started".into(),
             });
         }
-        let b = spec::load(&r.bundle, id)?;
+        let bundle_hooks = r.hooks.clone().unwrap_or_default();
         let st = r.state_json(Status::Created);
         hooks::run(
             HookKind::StartContainer,
-            spec::hooks_of(&b.hooks, HookKind::StartContainer),
+            spec::hooks_of(&bundle_hooks, HookKind::StartContainer),
             &st,
             r.pid,
         )?;
@@ -229,7 +238,7 @@ impl Runtime {
             .map_err(|e| sys(format!("writing {}", fifo.display()))(e.into()))?;
         let _ = std::fs::remove_file(&fifo);
         let st = r.state_json(Status::Running);
-        let warnings = spec::hooks_of(&b.hooks, HookKind::Poststart)
+        let warnings = spec::hooks_of(&bundle_hooks, HookKind::Poststart)
             .iter()
             .filter_map(|h| {
                 hooks::run(HookKind::Poststart, std::slice::from_ref(h), &st, r.pid).err()
@@ -345,18 +354,12 @@ impl Runtime {
             l.wait_empty(STOP_WAIT)?;
             l.remove()?;
         }
-        let warnings = match spec::load(&r.bundle, id) {
-            Ok(b) => {
-                let st = r.state_json(Status::Stopped);
-                spec::hooks_of(&b.hooks, HookKind::Poststop)
-                    .iter()
-                    .filter_map(|h| {
-                        hooks::run(HookKind::Poststop, std::slice::from_ref(h), &st, r.pid).err()
-                    })
-                    .collect()
-            }
-            Err(e) => vec![e],
-        };
+        let bundle_hooks = r.hooks.clone().unwrap_or_default();
+        let st = r.state_json(Status::Stopped);
+        let warnings = spec::hooks_of(&bundle_hooks, HookKind::Poststop)
+            .iter()
+            .filter_map(|h| hooks::run(HookKind::Poststop, std::slice::from_ref(h), &st, r.pid).err())
+            .collect();
         std::fs::remove_dir_all(&dir).map_err(|source| OciError::State {
             what: "removing",
             path: dir,
@@ -385,24 +388,93 @@ impl Runtime {
         if detach {
             return Ok(0);
         }
-        let pid = Pid::from_raw(r.pid).expect("a container's pid is positive");
-        let code = loop {
-            match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
-                Ok(Some((_, s))) => {
-                    if let Some(c) = s.exit_status() {
-                        break c;
-                    }
-                    if let Some(sig) = s.terminating_signal() {
-                        break 128 + sig;
-                    }
-                }
-                Ok(None) => {}
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(sys("waiting for the container")(e.into())),
-            }
-        };
+        let code = wait_exit(r.pid)?;
         self.delete(id, true)?;
         Ok(code)
+    }
+
+    /// `exec`: runs the process described by `process_file` (an OCI `process` object) in the
+    /// running container: its namespaces (joined through `/proc/<pid>/ns`), its cgroup and its
+    /// seccomp profile. With `detach` returns once it runs (its reaper is whoever inherits
+    /// it, containerd's shim); otherwise waits and returns its exit status.
+    ///
+    /// # Errors
+    /// [`OciError::WrongState`] unless the container runs; the process file's errors; a
+    /// container with a user namespace of its own ([`OciError::Unsupported`]).
+    pub fn exec(
+        &self,
+        id: &str,
+        process: ExecProcess<'_>,
+        pid_file: Option<&Path>,
+        detach: bool,
+    ) -> Result<i32, OciError> {
+        let (dir, r) = self.record(id)?;
+        let status = r.status(&dir);
+        if status != Status::Running {
+            return Err(OciError::WrongState {
+                id: id.to_owned(),
+                status,
+                what: "exec needs a running container".into(),
+            });
+        }
+        let spec: oci_spec::runtime::Spec = spec::read_checked(&dir.join(state::CONFIG))?;
+        let process: oci_spec::runtime::Process = match process {
+            ExecProcess::File(f) => spec::read_checked(f)?,
+            ExecProcess::Args(args) => {
+                // runc's form: the container's own process with other arguments.
+                let mut p = spec.process().clone().ok_or_else(|| OciError::Unsupported {
+                    field: "process".into(),
+                    reason: "the container has no process to take the others from; pass --process"
+                        .into(),
+                })?;
+                p.set_args(Some(args.to_vec()));
+                p
+            }
+        };
+        let mut c = spec::base_config(id);
+        c.cgroup_name = None;
+        c.cgroup_path.clone_from(&r.cgroup);
+        let cmd = spec::process_fields(&process, &mut c)?;
+        let linux = spec.linux().as_ref();
+        for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+            use crate::isolation::process::Namespaces;
+            use oci_spec::runtime::LinuxNamespaceType as T;
+            let (flag, name) = match ns.typ() {
+                T::Mount => (Namespaces::MOUNT, "mnt"),
+                T::Cgroup => (Namespaces::CGROUP, "cgroup"),
+                T::Uts => (Namespaces::UTS, "uts"),
+                T::Ipc => (Namespaces::IPC, "ipc"),
+                T::Pid => (Namespaces::PID, "pid"),
+                T::Network => (Namespaces::NET, "net"),
+                T::User | T::Time => {
+                    return Err(OciError::Unsupported {
+                        field: format!("linux.namespaces[type={}]", ns.typ()),
+                        reason: "exec into a container with its own user or time namespace is \
+                                 not implemented"
+                            .into(),
+                    });
+                }
+            };
+            c.join.push((flag, PathBuf::from(format!("/proc/{}/ns/{name}", r.pid))));
+        }
+        if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
+            c.seccomp_table = Some(super::seccomp::table(s)?);
+        }
+        // The program is looked up inside the container's root, which /proc/<pid>/root is.
+        let cmd = cmd.resolved_in(Path::new(&format!("/proc/{}/root", r.pid)), &c.env)?;
+        let iso = ProcessIsolation::new(c)?;
+        let d = iso.spawn_detached(&cmd)?;
+        if let Some(pf) = pid_file {
+            std::fs::write(pf, d.pid.to_string()).map_err(|source| OciError::State {
+                what: "writing the pid file",
+                path: pf.to_owned(),
+                source,
+            })?;
+        }
+        if detach {
+            return Ok(0);
+        }
+        wait_exit(d.pid)
     }
 
     /// `ps`: the pids of the container's processes (its cgroup's, or its top process).
@@ -458,6 +530,34 @@ impl Runtime {
             leaf.thaw()?;
         }
         Ok(())
+    }
+}
+
+/// What `exec` runs.
+#[derive(Clone, Copy, Debug)]
+pub enum ExecProcess<'a> {
+    /// An OCI `process` object in this file (`--process`).
+    File(&'a Path),
+    /// The container's own process with these arguments.
+    Args(&'a [String]),
+}
+
+/// Waits for the child `pid` and returns its end as a shell has it (128+N for a signal N).
+fn wait_exit(pid: i32) -> Result<i32, OciError> {
+    let p = Pid::from_raw(pid).ok_or_else(|| OciError::Signal(pid.to_string()))?;
+    loop {
+        match rustix::process::waitpid(Some(p), WaitOptions::empty()) {
+            Ok(Some((_, s))) => {
+                if let Some(c) = s.exit_status() {
+                    return Ok(c);
+                }
+                if let Some(sig) = s.terminating_signal() {
+                    return Ok(128 + sig);
+                }
+            }
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(sys(format!("waiting for {pid}"))(e.into())),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use super::OciError;
 use crate::cgroup::CpuMax;
 use crate::isolation::process::{
     CgroupUse, Command, Device, DeviceKind, IdMapping, Identity, Mount, Namespaces, ProcessConfig,
-    Resource, RlimitSetting, RootFs, Stdio, Sysfs,
+    Propagation, Resource, RlimitSetting, RootFs, Stdio, Sysfs,
 };
 
 /// The annotation prefix of nebula's own options (documented in the module docs of
@@ -40,8 +40,6 @@ pub struct Bundle {
     pub command: Command,
     /// The hooks.
     pub hooks: Hooks,
-    /// `process.oomScoreAdj`.
-    pub oom_score_adj: Option<i32>,
 }
 
 fn unsupported(field: &str, why: &str) -> OciError {
@@ -96,49 +94,37 @@ pub fn load(bundle: &Path, id: &str) -> Result<Bundle, OciError> {
         path: bundle.to_owned(),
         reason: e.to_string(),
     })?;
-    let file = dir.join("config.json");
-    let text = std::fs::read_to_string(&file).map_err(|e| OciError::Bundle {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
-    let input: Value = serde_json::from_str(&text).map_err(|e| OciError::Bundle {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
-    let spec: Spec = serde_json::from_value(input.clone()).map_err(|e| OciError::Bundle {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
-    let back = serde_json::to_value(&spec).map_err(|e| OciError::Bundle {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
-    if let Some(field) = unknown_fields(&input, &back).into_iter().next() {
-        return Err(OciError::UnknownField { field });
-    }
+    let spec: Spec = read_checked(&dir.join("config.json"))?;
     map(dir, spec, id)
 }
 
-fn map(dir: PathBuf, spec: Spec, id: &str) -> Result<Bundle, OciError> {
-    if !spec.version().starts_with("1.") {
-        return Err(unsupported(
-            "ociVersion",
-            &format!("{} is not a runtime-spec 1.x version", spec.version()),
-        ));
+/// Reads a JSON document of `T` (a `config.json`, an `exec --process` file) with the same
+/// unknown-field check as [`load`].
+///
+/// # Errors
+/// [`OciError::Bundle`], [`OciError::UnknownField`].
+pub fn read_checked<T: serde::de::DeserializeOwned + serde::Serialize>(
+    file: &Path,
+) -> Result<T, OciError> {
+    let bad = |reason: String| OciError::Bundle {
+        path: file.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+    let input: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let v: T = serde_json::from_value(input.clone()).map_err(|e| bad(e.to_string()))?;
+    let back = serde_json::to_value(&v).map_err(|e| bad(e.to_string()))?;
+    if let Some(field) = unknown_fields(&input, &back).into_iter().next() {
+        return Err(OciError::UnknownField { field });
     }
-    for (present, field) in [
-        (spec.solaris().is_some(), "solaris"),
-        (spec.windows().is_some(), "windows"),
-        (spec.vm().is_some(), "vm"),
-        (spec.zos().is_some(), "zos"),
-    ] {
-        if present {
-            return Err(unsupported(field, "nebula is a Linux runtime"));
-        }
-    }
-    let mut c = ProcessConfig {
-        // What the bundle asks for, nothing more: no namespace, mount, mask or filter that
-        // the bundle does not name (runtime-spec semantics); the bundle is the sandbox.
+    Ok(v)
+}
+
+/// What a container's process gets before its bundle says more: nothing (no namespace,
+/// mount, mask, capability or filter the bundle does not name: runtime-spec semantics, the
+/// bundle is the sandbox).
+pub fn base_config(id: &str) -> ProcessConfig {
+    ProcessConfig {
         namespaces: Namespaces::empty(),
         identity: Identity::Auto,
         user: None,
@@ -158,75 +144,32 @@ fn map(dir: PathBuf, spec: Spec, id: &str) -> Result<Bundle, OciError> {
         stderr: Stdio::Inherit,
         cgroup_name: Some(format!("oci-{id}")),
         ..ProcessConfig::default()
-    };
+    }
+}
+
+fn map(dir: PathBuf, spec: Spec, id: &str) -> Result<Bundle, OciError> {
+    if !spec.version().starts_with("1.") {
+        return Err(unsupported(
+            "ociVersion",
+            &format!("{} is not a runtime-spec 1.x version", spec.version()),
+        ));
+    }
+    for (present, field) in [
+        (spec.solaris().is_some(), "solaris"),
+        (spec.windows().is_some(), "windows"),
+        (spec.vm().is_some(), "vm"),
+        (spec.zos().is_some(), "zos"),
+    ] {
+        if present {
+            return Err(unsupported(field, "nebula is a Linux runtime"));
+        }
+    }
+    let mut c = base_config(id);
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| unsupported("process", "a container needs a process to run"))?;
-    let args = process
-        .args()
-        .as_ref()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| unsupported("process.args", "the process needs at least one argument"))?;
-    let command = Command::new(&args[0]).args(&args[1..]);
-    for kv in process.env().as_deref().unwrap_or_default() {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| unsupported("process.env", &format!("\"{kv}\" is not KEY=VALUE")))?;
-        c.env.push((OsString::from(k), OsString::from(v)));
-    }
-    c.cwd = process.cwd().clone();
-    if !c.cwd.is_absolute() {
-        return Err(unsupported("process.cwd", "must be an absolute path"));
-    }
-    if process.terminal().unwrap_or(false) {
-        return Err(unsupported(
-            "process.terminal",
-            "a terminal for the container (console socket) is not implemented yet",
-        ));
-    }
-    if process.console_size().is_some() {
-        return Err(unsupported(
-            "process.consoleSize",
-            "no terminal support yet",
-        ));
-    }
-    let user = process.user();
-    c.user = Some((user.uid(), user.gid()));
-    c.groups = user.additional_gids().clone().unwrap_or_default();
-    if user.umask().is_some() {
-        return Err(unsupported("process.user.umask", "not implemented"));
-    }
-    if let Some(caps) = process.capabilities() {
-        let (keep, ambient) = capabilities(caps)?;
-        c.keep_caps = keep;
-        c.ambient_caps = ambient;
-    }
-    for r in process.rlimits().as_deref().unwrap_or_default() {
-        c.limits.rlimits.push(RlimitSetting {
-            resource: rlimit(r.typ())?,
-            soft: r.soft(),
-            hard: r.hard(),
-        });
-    }
-    c.no_new_privs = process.no_new_privileges().unwrap_or(false);
-    for (present, field) in [
-        (
-            process.apparmor_profile().is_some(),
-            "process.apparmorProfile",
-        ),
-        (process.selinux_label().is_some(), "process.selinuxLabel"),
-        (process.io_priority().is_some(), "process.ioPriority"),
-        (process.scheduler().is_some(), "process.scheduler"),
-        (
-            process.exec_cpu_affinity().is_some(),
-            "process.execCPUAffinity",
-        ),
-    ] {
-        if present {
-            return Err(unsupported(field, "not implemented by nebula"));
-        }
-    }
+    let command = process_fields(process, &mut c)?;
     let root = spec
         .root()
         .as_ref()
@@ -236,9 +179,24 @@ fn map(dir: PathBuf, spec: Spec, id: &str) -> Result<Bundle, OciError> {
     } else {
         dir.join(root.path())
     };
+    let linux_section = spec.linux().as_ref();
+    let propagation = match linux_section.and_then(|l| l.rootfs_propagation().as_deref()) {
+        None => None,
+        Some("private" | "rprivate") => Some(Propagation::Private),
+        Some("slave" | "rslave") => Some(Propagation::Slave),
+        Some("shared" | "rshared") => Some(Propagation::Shared),
+        Some("unbindable" | "runbindable") => Some(Propagation::Unbindable),
+        Some(other) => {
+            return Err(unsupported(
+                "linux.rootfsPropagation",
+                &format!("\"{other}\" is not one of private, slave, shared, unbindable"),
+            ));
+        }
+    };
     c.root = Some(RootFs {
         path: root_path,
         read_only: root.readonly().unwrap_or(false),
+        propagation,
     });
     for m in spec.mounts().as_deref().unwrap_or_default() {
         c.mounts.push(Mount {
@@ -363,15 +321,6 @@ fn map(dir: PathBuf, spec: Spec, id: &str) -> Result<Bundle, OciError> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
     }
-    match linux.rootfs_propagation().as_deref() {
-        None | Some("private" | "rprivate") => {}
-        Some(other) => {
-            return Err(unsupported(
-                "linux.rootfsPropagation",
-                &format!("\"{other}\" is not implemented (only private)"),
-            ));
-        }
-    }
     for (present, field) in [
         (linux.intel_rdt().is_some(), "linux.intelRdt"),
         (linux.mount_label().is_some(), "linux.mountLabel"),
@@ -387,13 +336,87 @@ fn map(dir: PathBuf, spec: Spec, id: &str) -> Result<Bundle, OciError> {
     annotations(&spec, &mut c)?;
     let hooks = spec.hooks().clone().unwrap_or_default();
     Ok(Bundle {
-        oom_score_adj: process.oom_score_adj(),
         dir,
         command,
         config: c,
         hooks,
         spec,
     })
+}
+
+/// Maps `process` (of `config.json`, or of `exec --process`) onto `c`: the workload, its
+/// environment, cwd, user, capabilities, rlimits and `noNewPrivileges`.
+///
+/// # Errors
+/// [`OciError::Unsupported`] naming the field.
+pub fn process_fields(
+    process: &oci_spec::runtime::Process,
+    c: &mut ProcessConfig,
+) -> Result<Command, OciError> {
+    let args = process
+        .args()
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| unsupported("process.args", "the process needs at least one argument"))?;
+    let command = Command::new(&args[0]).args(&args[1..]);
+    for kv in process.env().as_deref().unwrap_or_default() {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| unsupported("process.env", &format!("\"{kv}\" is not KEY=VALUE")))?;
+        c.env.push((OsString::from(k), OsString::from(v)));
+    }
+    c.cwd = process.cwd().clone();
+    if !c.cwd.is_absolute() {
+        return Err(unsupported("process.cwd", "must be an absolute path"));
+    }
+    if process.terminal().unwrap_or(false) {
+        return Err(unsupported(
+            "process.terminal",
+            "a terminal for the container (console socket) is not implemented yet",
+        ));
+    }
+    if process.console_size().is_some() {
+        return Err(unsupported(
+            "process.consoleSize",
+            "no terminal support yet",
+        ));
+    }
+    let user = process.user();
+    c.user = Some((user.uid(), user.gid()));
+    c.groups = user.additional_gids().clone().unwrap_or_default();
+    c.umask = user.umask();
+    if let Some(caps) = process.capabilities() {
+        let (keep, ambient) = capabilities(caps)?;
+        c.keep_caps = keep;
+        c.ambient_caps = ambient;
+    }
+    for r in process.rlimits().as_deref().unwrap_or_default() {
+        c.limits.rlimits.push(RlimitSetting {
+            resource: rlimit(r.typ())?,
+            soft: r.soft(),
+            hard: r.hard(),
+        });
+    }
+    c.no_new_privs = process.no_new_privileges().unwrap_or(false);
+    for (present, field) in [
+        (
+            process.apparmor_profile().is_some(),
+            "process.apparmorProfile",
+        ),
+        (process.selinux_label().is_some(), "process.selinuxLabel"),
+        (process.io_priority().is_some(), "process.ioPriority"),
+        (process.scheduler().is_some(), "process.scheduler"),
+        (
+            process.exec_cpu_affinity().is_some(),
+            "process.execCPUAffinity",
+        ),
+    ] {
+        if present {
+            return Err(unsupported(field, "not implemented by nebula"));
+        }
+    }
+    c.oom_score_adj = process.oom_score_adj();
+    Ok(command)
 }
 
 fn cap_set(set: &Option<oci_spec::runtime::Capabilities>) -> Result<BTreeSet<String>, OciError> {
@@ -488,11 +511,11 @@ fn resources(r: &LinuxResources, c: &mut ProcessConfig) -> Result<(), OciError> 
                 "a swap limit needs a memory limit",
             ));
         }
+        if let Some(r) = m.reservation().filter(|r| *r >= 0) {
+            // runc's cgroup v2 conversion: the reservation is memory.low.
+            c.limits.memory_low = Some(r.unsigned_abs());
+        }
         for (present, field) in [
-            (
-                m.reservation().is_some(),
-                "linux.resources.memory.reservation",
-            ),
             (m.kernel().is_some(), "linux.resources.memory.kernel"),
             (m.kernel_tcp().is_some(), "linux.resources.memory.kernelTCP"),
             (

@@ -54,6 +54,10 @@ pub struct Record {
     pub created: String,
     /// The bundle's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// The bundle's hooks, as `create` read them: a later change to `config.json` does not
+    /// affect the container (runtime.md, "Lifecycle").
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// The start time of `pid` and whether it is a zombie, from `/proc/<pid>/stat`; `None`
@@ -115,6 +119,8 @@ pub const OCI_VERSION: &str = "1.2.0";
 pub const FIFO: &str = "exec.fifo";
 /// The record in a state directory.
 pub const RECORD: &str = "state.json";
+/// The bundle's `config.json` as `create` read it.
+pub const CONFIG: &str = "config.json";
 
 /// A container id is a plain file name.
 pub(super) fn check_id(id: &str) -> Result<(), OciError> {

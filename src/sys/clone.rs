@@ -326,6 +326,8 @@ pub struct WorkloadPlan<'a> {
     pub privileges: Privileges<'a>,
     /// The working directory.
     pub cwd: CString,
+    /// `umask(2)`, when set.
+    pub umask: Option<libc::mode_t>,
 }
 
 /// Everything the exec child needs, prepared by the supervisor before cloning.
@@ -751,6 +753,10 @@ pub fn workload_steps(w: &WorkloadPlan<'_>, report_fd: BorrowedFd<'_>) {
     // SAFETY: cwd is NUL-terminated and lives in the plan.
     if unsafe { libc::chdir(w.cwd.as_ptr()) } < 0 {
         fail(report_fd, Step::Chdir, 0, errno());
+    }
+    if let Some(mask) = w.umask {
+        // SAFETY: umask takes an integer and cannot fail.
+        unsafe { libc::umask(mask) };
     }
     if let Err((step, code)) = apply_privileges(&w.privileges) {
         let (detail, errno) = split_code(code);

@@ -108,6 +108,14 @@ pub enum MountStep {
         /// The new root.
         new_root: CString,
     },
+    /// `mount(NULL, target, NULL, flags)` with propagation flags only (`MS_SHARED`,
+    /// `MS_SLAVE`, `MS_PRIVATE`, `MS_UNBINDABLE`, with `MS_REC`).
+    Propagation {
+        /// The mount point.
+        target: CString,
+        /// The flags.
+        flags: libc::c_ulong,
+    },
     /// A kernel parameter: `value` written to `path` (under `/proc/sys`).
     Sysctl {
         /// The file.
@@ -194,6 +202,9 @@ impl MountStep {
             MountStep::PivotRoot { new_root } => format!("pivot_root into {}", s(new_root)),
             MountStep::RemountReadOnly { target } => format!("remount {} read-only", s(target)),
             MountStep::Sysctl { path, value } => format!("write {} to {}", s(value), s(path)),
+            MountStep::Propagation { target, flags } => {
+                format!("propagation {flags:#x} on {}", s(target))
+            }
         }
     }
 }
@@ -361,6 +372,7 @@ pub fn apply(steps: &[MountStep]) -> Result<(), (usize, io::Error)> {
             }
             MountStep::PivotRoot { new_root } => pivot_root(new_root),
             MountStep::Sysctl { path, value } => write_file(path, value),
+            MountStep::Propagation { target, flags } => mount(None, target, None, *flags, None),
             MountStep::RemountReadOnly { target } => mount(
                 None,
                 target,

@@ -112,6 +112,35 @@ pub struct RootFs {
     pub path: PathBuf,
     /// Make the root mount read-only at the end (the mounts under it keep their flags).
     pub read_only: bool,
+    /// The propagation of the context's mounts (OCI `linux.rootfsPropagation`), recursive;
+    /// `None`: private, nothing propagates either way.
+    pub propagation: Option<Propagation>,
+}
+
+/// Mount propagation (mount_namespaces(7)), applied recursively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// `MS_PRIVATE`: nothing propagates.
+    Private,
+    /// `MS_SLAVE`: the host's mounts appear inside, not the other way.
+    Slave,
+    /// `MS_SHARED`: mounts propagate both ways (the context's mounts appear on the host).
+    Shared,
+    /// `MS_UNBINDABLE`: private, and cannot be bind-mounted.
+    Unbindable,
+}
+
+impl Propagation {
+    /// The `MS_*` flags, with `MS_REC`.
+    pub fn flags(self) -> libc::c_ulong {
+        libc::MS_REC
+            | match self {
+                Propagation::Private => libc::MS_PRIVATE,
+                Propagation::Slave => libc::MS_SLAVE,
+                Propagation::Shared => libc::MS_SHARED,
+                Propagation::Unbindable => libc::MS_UNBINDABLE,
+            }
+    }
 }
 
 /// A mount under [`ProcessConfig::root`], as an OCI `mounts` entry.
@@ -254,6 +283,8 @@ pub struct Limits {
     pub memory_max: Option<u64>,
     /// `memory.high`: throttling (never kills).
     pub memory_high: Option<u64>,
+    /// `memory.low`: memory protected from reclaim while others have unprotected memory.
+    pub memory_low: Option<u64>,
     /// `memory.swap.max`.
     pub memory_swap_max: Option<u64>,
     /// `cpu.max`.
@@ -388,7 +419,9 @@ pub struct ProcessConfig {
     /// Device nodes under [`ProcessConfig::root`] (needs it).
     pub devices: Vec<Device>,
     /// Namespaces joined by path (`setns(2)`) instead of created; each flag also leaves
-    /// [`ProcessConfig::namespaces`]. Not for the user or pid namespace.
+    /// [`ProcessConfig::namespaces`]. Not for the user namespace. A joined pid namespace is
+    /// entered by the supervisor's thread for the clone (and left after it), so the context's
+    /// top process is a member, not that namespace's init.
     pub join: Vec<(Namespaces, PathBuf)>,
     /// Kernel parameters written under `/proc/sys` inside, after the mounts (`net.ipv4.ip_forward`
     /// style keys); only namespaced ones are allowed.
@@ -409,6 +442,12 @@ pub struct ProcessConfig {
     /// A seccomp table of the caller's (an OCI bundle's `linux.seccomp`), installed instead
     /// of [`ProcessConfig::seccomp`]'s named profile.
     pub seccomp_table: Option<crate::seccomp::ProfileTable>,
+    /// The workload's file mode creation mask (`umask(2)`); `None`: inherited.
+    pub umask: Option<u32>,
+    /// Run in this existing cgroup (another context's, as an OCI `exec` does) instead of a
+    /// leaf of its own: the context's processes start in it (`CLONE_INTO_CGROUP`), and it is
+    /// neither given limits nor removed. Limits are refused with it.
+    pub cgroup_path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ProcessConfig {
@@ -450,6 +489,8 @@ impl std::fmt::Debug for ProcessConfig {
             .field("oom_score_adj", &self.oom_score_adj)
             .field("device_rules", &self.device_rules)
             .field("seccomp_table", &self.seccomp_table.is_some())
+            .field("umask", &self.umask)
+            .field("cgroup_path", &self.cgroup_path)
             .finish()
     }
 }
@@ -502,6 +543,8 @@ impl Default for ProcessConfig {
             oom_score_adj: None,
             device_rules: None,
             seccomp_table: None,
+            umask: None,
+            cgroup_path: None,
         }
     }
 }

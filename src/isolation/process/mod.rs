@@ -167,7 +167,8 @@ pub use config::MemoryPressureWatch;
 pub use config::{
     BindMount, CgroupUse, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEFAULT_TMP_SIZE, Device,
     DeviceKind, IdMapping, Identity, Limits, MemoryFallback, Mount, Namespaces, Network,
-    ProcessConfig, RLIM_INFINITY, Resource, RlimitSetting, RootFs, Stdio, Sysfs, TmpfsMount,
+    ProcessConfig, Propagation, RLIM_INFINITY, Resource, RlimitSetting, RootFs, Stdio, Sysfs,
+    TmpfsMount,
     ViolationCallback,
 };
 pub use idpool::{IdLease, IdPool, IdPoolError, IdRange};
@@ -234,6 +235,21 @@ impl Command {
     pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Command {
         self.args.extend(args.into_iter().map(Into::into));
         self
+    }
+
+    /// This command with its program looked up as [`Command::candidates_in`] does (the first
+    /// match), for a context that will see `root` as `/` (an OCI `exec` into a container).
+    ///
+    /// # Errors
+    /// [`ProcessError::ProgramNotFound`].
+    pub fn resolved_in(
+        mut self,
+        root: &Path,
+        env: &[(OsString, OsString)],
+    ) -> Result<Command, ProcessError> {
+        let found = self.candidates_in(root, env)?;
+        self.program = found[0].clone().into_os_string();
+        Ok(self)
     }
 
     /// As [`Command::candidates`] for a context with a root filesystem of its own: the
@@ -424,6 +440,13 @@ impl ProcessIsolation {
     ) -> Result<Detached, ProcessError> {
         let mut running = self.spawn_exec(cmd, Some(gate), true)?;
         running.await_report(Report::Ready, "the context reached its start gate")?;
+        if let (Some(rules), Some(leaf)) = (&self.config.device_rules, &running.leaf) {
+            leaf.set_device_rules(rules)
+                .map_err(|source| ProcessError::Cgroup {
+                    operation: "device program",
+                    source,
+                })?;
+        }
         let cgroup = running.leaf.as_mut().map(|l| {
             l.disown();
             l.path().to_owned()
@@ -433,6 +456,28 @@ impl ProcessIsolation {
         Ok(Detached {
             pid: running.pid,
             cgroup,
+            host_ids: running.ids,
+        })
+    }
+
+    /// Starts `cmd` detached from this supervisor, as an OCI runtime's `exec --detach` does:
+    /// no parent-death signal, nobody reaps it here (its reaper is whoever inherits it).
+    /// Returns once the `execve` happened.
+    ///
+    /// # Errors
+    ///
+    /// As [`ProcessIsolation::spawn_command`]; [`ProcessError::Setup`] for a step that failed
+    /// before the `execve`, the `execve` included.
+    pub fn spawn_detached(&self, cmd: &Command) -> Result<Detached, ProcessError> {
+        let mut running = self.spawn_exec(cmd, None, true)?;
+        running.await_exec()?;
+        running.reaped = true;
+        if let Some(l) = running.leaf.as_mut() {
+            l.disown();
+        }
+        Ok(Detached {
+            pid: running.pid,
+            cgroup: running.leaf.as_ref().map(|l| l.path().to_owned()),
             host_ids: running.ids,
         })
     }
@@ -473,7 +518,7 @@ impl ProcessIsolation {
         let envp = CStringArray::new(envp);
 
         let lease = self.lease_ids()?;
-        let leaf = self.create_leaf()?;
+        let leaf = self.create_leaf(detached)?;
         let fds =
             // A detached context has no supervisor to answer a notifying filter: it gets the
             // plain one, whose kills are the kernel's.
@@ -511,6 +556,7 @@ impl ProcessIsolation {
                 envp,
                 joins: joined
                     .iter()
+                    .filter(|(_, kind)| *kind != Namespaces::PID)
                     .map(|(fd, kind)| {
                         // CLONE_NEW* flags fit in an int (namespaces(7)).
                         #[allow(clippy::cast_possible_truncation)]
@@ -521,12 +567,18 @@ impl ProcessIsolation {
                 gate,
                 detached,
             };
-            sc::spawn_exec(&plan, ns.bits(), leaf.as_ref().map(Leaf::dir_fd)).map_err(|source| {
-                ProcessError::Spawn {
+            let pid_ns = joined
+                .iter()
+                .find(|(_, kind)| *kind == Namespaces::PID)
+                .map(|(fd, _)| PidNsForChildren::enter(fd.as_fd()))
+                .transpose()?;
+            let spawned = sc::spawn_exec(&plan, ns.bits(), leaf.as_ref().map(Leaf::dir_fd))
+                .map_err(|source| ProcessError::Spawn {
                     namespaces: ns_names(ns),
                     source,
-                }
-            })?
+                });
+            drop(pid_ns);
+            spawned?
         };
         let parent = fds.into_parent();
         let mut running = Running::new(self, spawned.pid, spawned.pidfd, leaf, parent, lease);
@@ -598,7 +650,7 @@ impl ProcessIsolation {
         F: FnOnce() -> T,
     {
         let lease = self.lease_ids()?;
-        let leaf = self.create_leaf()?;
+        let leaf = self.create_leaf(false)?;
         let fds =
             Fds::new(&self.config, true)?.with_listener_pair(self.filter_fallback.is_some())?;
         let me = rustix::process::getpid().as_raw_pid();
@@ -654,8 +706,19 @@ impl ProcessIsolation {
         Ok(running)
     }
 
-    fn create_leaf(&self) -> Result<Option<Leaf>, ProcessError> {
+    /// The context's leaf with its limits. A `detached` context (an OCI container) gets its
+    /// device program only once its set-up is done ([`ProcessIsolation::create_detached`]):
+    /// the set-up creates the bundle's device nodes, which the program may deny.
+    fn create_leaf(&self, detached: bool) -> Result<Option<Leaf>, ProcessError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
+        if let Some(path) = &self.config.cgroup_path {
+            return Leaf::open_recorded(path)
+                .map(Some)
+                .map_err(|source| ProcessError::Cgroup {
+                    operation: "opening the cgroup to join",
+                    source,
+                });
+        }
         let Some(root) = &self.root else {
             return Ok(None);
         };
@@ -689,6 +752,9 @@ impl ProcessIsolation {
         if let Some(m) = l.memory_high {
             set("memory.high write", leaf.set_memory_high(Limit::Value(m)))?;
         }
+        if let Some(m) = l.memory_low {
+            set("memory.low write", leaf.set_memory_low(Limit::Value(m)))?;
+        }
         if let Some(m) = l.memory_swap_max {
             set(
                 "memory.swap.max write",
@@ -704,7 +770,7 @@ impl ProcessIsolation {
         if let Some(p) = l.pids_max {
             set("pids.max write", leaf.set_pids_max(Limit::Value(p)))?;
         }
-        if let Some(rules) = &self.config.device_rules {
+        if let Some(rules) = self.config.device_rules.as_ref().filter(|_| !detached) {
             set("device program", leaf.set_device_rules(rules))?;
         }
         Ok(Some(leaf))
@@ -746,6 +812,7 @@ impl ProcessIsolation {
                 ),
             },
             cwd: self.cwd.clone(),
+            umask: self.config.umask,
         }
     }
 
@@ -853,6 +920,46 @@ fn ns_names(ns: Namespaces) -> String {
         "none".into()
     } else {
         names.join("|")
+    }
+}
+
+/// The calling thread's pid namespace for its children, switched to another one
+/// (`setns(CLONE_NEWPID)`) while this lives, and back on drop.
+struct PidNsForChildren {
+    saved: OwnedFd,
+}
+
+impl PidNsForChildren {
+    fn enter(target: BorrowedFd<'_>) -> Result<PidNsForChildren, ProcessError> {
+        let fail = |what: &'static str| {
+            move |e: rustix::io::Errno| ProcessError::Supervise {
+                operation: what,
+                source: e.into(),
+            }
+        };
+        let saved = rustix::fs::open(
+            "/proc/thread-self/ns/pid_for_children",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(fail("opening /proc/thread-self/ns/pid_for_children"))?;
+        rustix::thread::move_into_link_name_space(
+            target,
+            Some(rustix::thread::LinkNameSpaceType::ProcessID),
+        )
+        .map_err(fail("setns(CLONE_NEWPID) into the pid namespace to join"))?;
+        Ok(PidNsForChildren { saved })
+    }
+}
+
+impl Drop for PidNsForChildren {
+    fn drop(&mut self) {
+        // Back to the namespace this thread's children got before: always allowed (it is
+        // this thread's own or an ancestor's of the one entered).
+        let _ = rustix::thread::move_into_link_name_space(
+            self.saved.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::ProcessID),
+        );
     }
 }
 
@@ -1037,6 +1144,41 @@ impl<'a> Running<'a> {
     /// Waits for the closure child's [`Report::Unshared`].
     fn await_unshared(&mut self) -> Result<(), ProcessError> {
         self.await_report(Report::Unshared, "the child entered its namespaces")
+    }
+
+    /// Waits until the report pipe closes without a report: the child's `execve` closed its
+    /// end (close-on-exec). A report first is a failed step.
+    fn await_exec(&mut self) -> Result<(), ProcessError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let mut buf = [0u8; sc::REPORT_LEN];
+            match rustix::io::read(&self.report, &mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    self.pending.extend_from_slice(&buf);
+                    return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
+                        what: "a report before the execve".into(),
+                        source: io::Error::from_raw_os_error(libc::EPROTO),
+                    }));
+                }
+                Err(Errno::AGAIN | Errno::INTR) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ProcessError::Handshake {
+                            what: format!("no execve within {STARTUP_TIMEOUT:?}"),
+                            source: io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                        });
+                    }
+                    poll_fds(&mut [PollFd::new(&self.report, PollFlags::IN)], left)?;
+                }
+                Err(e) => {
+                    return Err(ProcessError::Handshake {
+                        what: "reading the report pipe".into(),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
     }
 
     /// Waits for the report `expected` (`what`: what it means, for errors); any other report

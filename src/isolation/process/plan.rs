@@ -31,7 +31,8 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
             "stdin cannot be captured (use Inherit or Null)".into(),
         ));
     }
-    if config.hostname.is_some() && !ns.contains(Namespaces::UTS) {
+    let uts_joined = config.join.iter().any(|(k, _)| k.contains(Namespaces::UTS));
+    if config.hostname.is_some() && !ns.contains(Namespaces::UTS) && !uts_joined {
         return Err(ProcessError::InvalidConfig(
             "a hostname needs the UTS namespace".into(),
         ));
@@ -51,6 +52,22 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
             "a fresh /proc needs the pid namespace (set mount_proc = false)".into(),
         ));
     }
+    let l = &config.limits;
+    let has_limits = l.memory_max.is_some()
+        || l.memory_high.is_some()
+        || l.memory_low.is_some()
+        || l.memory_swap_max.is_some()
+        || l.cpu_max.is_some()
+        || !l.io_max.is_empty()
+        || l.pids_max.is_some()
+        || config.device_rules.is_some();
+    if config.cgroup_path.is_some() && has_limits {
+        return Err(ProcessError::InvalidConfig(
+            "a context that joins an existing cgroup (cgroup_path) takes that cgroup's limits; \
+             it sets none of its own"
+                .into(),
+        ));
+    }
     if config.root.is_some() && !ns.contains(Namespaces::MOUNT) {
         return Err(ProcessError::InvalidConfig(
             "a root filesystem of its own needs the mount namespace".into(),
@@ -58,14 +75,15 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
     }
     if config.root.is_none() && !(config.mounts.is_empty() && config.devices.is_empty()) {
         return Err(ProcessError::InvalidConfig(
-            "mounts and devices are set up under a root filesystem of the context's own: set              root"
+            "mounts and devices are set up under a root filesystem of the context's own: set root"
                 .into(),
         ));
     }
     for (kind, path) in &config.join {
-        if kind.intersects(Namespaces::USER | Namespaces::PID) || kind.bits().count_ones() != 1 {
+        if kind.intersects(Namespaces::USER) || kind.bits().count_ones() != 1 {
             return Err(ProcessError::InvalidConfig(format!(
-                "joining the namespace {} ({kind:?}) is not supported: only the mount, network,                  IPC, UTS and cgroup namespaces can be joined by path",
+                "joining the namespace {} ({kind:?}) is not supported: the pid, mount, network, \
+                 IPC, UTS and cgroup namespaces can be joined by path, not the user namespace",
                 path.display()
             )));
         }
@@ -95,7 +113,9 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
                 && ns.contains(Namespaces::UTS));
         if !ok || key.contains('/') || key.contains("..") {
             return Err(ProcessError::InvalidConfig(format!(
-                "the sysctl {key} is not namespaced by the namespaces this context creates, so                  writing it would change the host; only net.* (network namespace), the IPC                  ones (IPC namespace) and kernel.hostname/domainname (UTS) are allowed"
+                "the sysctl {key} is not namespaced by the namespaces this context creates, so \
+                 writing it would change the host; only net.* (network namespace), the IPC \
+                 ones (IPC namespace) and kernel.hostname/domainname (UTS) are allowed"
             )));
         }
     }
@@ -189,7 +209,7 @@ pub(super) fn limits(
             });
         }
     }
-    let needs: [(bool, Controller, &'static str); 6] = [
+    let needs: [(bool, Controller, &'static str); 7] = [
         (
             lim.memory_pressure.is_some(),
             Controller::Memory,
@@ -199,6 +219,11 @@ pub(super) fn limits(
             lim.memory_high.is_some(),
             Controller::Memory,
             "memory.high (cgroup v2 memory controller)",
+        ),
+        (
+            lim.memory_low.is_some(),
+            Controller::Memory,
+            "memory.low (cgroup v2 memory controller)",
         ),
         (
             lim.memory_swap_max.is_some(),
@@ -371,7 +396,13 @@ pub(super) fn mounts(config: &ProcessConfig) -> Result<Vec<MountStep>, ProcessEr
     // Mounts, prepared as C strings.
     let mut mounts = Vec::new();
     if ns.contains(Namespaces::MOUNT) {
-        mounts.push(MountStep::MakePrivate);
+        match config.root.as_ref().and_then(|r| r.propagation) {
+            Some(p) => mounts.push(MountStep::Propagation {
+                target: c"/".into(),
+                flags: p.flags(),
+            }),
+            None => mounts.push(MountStep::MakePrivate),
+        }
         mounts.extend(super::rootfs::steps(config)?);
         if config.read_only_root {
             mounts.push(MountStep::ReadOnlyRoot);

@@ -392,6 +392,12 @@ pub(super) fn steps(config: &ProcessConfig) -> Result<Vec<MountStep>, ProcessErr
         }
     }
     steps.push(MountStep::PivotRoot { new_root: root_c });
+    if let Some(p) = rootfs.propagation {
+        steps.push(MountStep::Propagation {
+            target: c"/".into(),
+            flags: p.flags(),
+        });
+    }
     Ok(steps)
 }
 
