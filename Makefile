@@ -41,13 +41,16 @@ host-test:
 # The misbehaving workloads (examples/escape_*.rs) that the demo and tests/escape_examples.rs run.
 ESCAPES = $(patsubst examples/%.rs,$(CARGO_TARGET_DIR)/debug/examples/%,$(wildcard examples/escape_*.rs))
 
+# containerd, ctr and the runc shim, for tests/oci_containerd.rs (tools/vm/deps.sh installs them).
+CONTAINERD = /usr/bin/containerd /usr/bin/ctr /usr/bin/containerd-shim-runc-v2
+
 # Tier 3: every test binary in one qemu TCG guest with cgroup v2, NEBULA_TEST_REQUIRE=all.
 vm-test:
 	$(CARGO) build --examples
 	@bins=$$($(CARGO) test --no-run --message-format=json --tests --features wasm 2>/dev/null | \
 	  python3 tools/vm/test-binaries.py) || { $(CARGO) test --no-run --tests --features wasm; exit 1; }; \
 	echo "vm-test: binaries: $$bins"; \
-	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl $(CARGO_TARGET_DIR)/debug/nebula-runc $(ESCAPES) /usr/bin/script /usr/bin/newuidmap /usr/bin/newgidmap" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
+	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl $(CARGO_TARGET_DIR)/debug/nebula-runc $(ESCAPES) /usr/bin/script /usr/bin/newuidmap /usr/bin/newgidmap $(CONTAINERD)" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
 
 # The VM tier's and the hardware level's packages (qemu, busybox-static, cpio).
 deps:

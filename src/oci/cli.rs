@@ -314,7 +314,17 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
             rt.kill(id, sig, *all)?;
             Ok((0, Vec::new()))
         }
-        Cmd::Delete { force, id } => Ok((0, rt.delete(id, *force)?)),
+        Cmd::Delete { force, id } => {
+            // How it ended, said once before its cgroup goes (an OOM kill, in nebula's words).
+            if let Ok(st) = rt.state(id)
+                && let Some(o) = st["org.nebula.outcome"].as_str()
+            {
+                let msg = format!("container {id}: {o}");
+                eprintln!("nebula-runc: {msg}");
+                log_line(cli.log.as_deref(), cli.log_format, "info", &msg);
+            }
+            Ok((0, rt.delete(id, *force)?))
+        }
         Cmd::Run {
             bundle,
             pid_file,

@@ -358,7 +358,9 @@ impl Runtime {
         let st = r.state_json(Status::Stopped);
         let warnings = spec::hooks_of(&bundle_hooks, HookKind::Poststop)
             .iter()
-            .filter_map(|h| hooks::run(HookKind::Poststop, std::slice::from_ref(h), &st, r.pid).err())
+            .filter_map(|h| {
+                hooks::run(HookKind::Poststop, std::slice::from_ref(h), &st, r.pid).err()
+            })
             .collect();
         std::fs::remove_dir_all(&dir).map_err(|source| OciError::State {
             what: "removing",
@@ -422,11 +424,15 @@ impl Runtime {
             ExecProcess::File(f) => spec::read_checked(f)?,
             ExecProcess::Args(args) => {
                 // runc's form: the container's own process with other arguments.
-                let mut p = spec.process().clone().ok_or_else(|| OciError::Unsupported {
-                    field: "process".into(),
-                    reason: "the container has no process to take the others from; pass --process"
-                        .into(),
-                })?;
+                let mut p = spec
+                    .process()
+                    .clone()
+                    .ok_or_else(|| OciError::Unsupported {
+                        field: "process".into(),
+                        reason:
+                            "the container has no process to take the others from; pass --process"
+                                .into(),
+                    })?;
                 p.set_args(Some(args.to_vec()));
                 p
             }
@@ -436,7 +442,11 @@ impl Runtime {
         c.cgroup_path.clone_from(&r.cgroup);
         let cmd = spec::process_fields(&process, &mut c)?;
         let linux = spec.linux().as_ref();
-        for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+        for ns in linux
+            .and_then(|l| l.namespaces().as_ref())
+            .into_iter()
+            .flatten()
+        {
             use crate::isolation::process::Namespaces;
             use oci_spec::runtime::LinuxNamespaceType as T;
             let (flag, name) = match ns.typ() {
@@ -455,7 +465,8 @@ impl Runtime {
                     });
                 }
             };
-            c.join.push((flag, PathBuf::from(format!("/proc/{}/ns/{name}", r.pid))));
+            c.join
+                .push((flag, PathBuf::from(format!("/proc/{}/ns/{name}", r.pid))));
         }
         if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
             c.seccomp_table = Some(super::seccomp::table(s)?);

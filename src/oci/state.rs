@@ -96,9 +96,45 @@ impl Record {
         }
     }
 
+    /// How a stopped container ended, in nebula's words, from what its cgroup counted: an
+    /// OOM kill (`killed: out of memory (memory.max=32M, peak 31.9M)`), or `None` when the
+    /// cgroup saw none or is gone.
+    pub fn outcome(&self) -> Option<String> {
+        let leaf = crate::cgroup::Leaf::open_recorded(self.cgroup.as_ref()?).ok()?;
+        let events = leaf.memory_events().ok()?;
+        if events.oom_kill == 0 {
+            return None;
+        }
+        let max = match leaf.memory_max() {
+            Ok(crate::cgroup::Limit::Value(v)) => crate::admin::report::human(v),
+            _ => "max".into(),
+        };
+        let peak = std::fs::read_to_string(leaf.path().join("memory.peak"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|p| format!(", peak {}", crate::admin::report::human(p)))
+            .unwrap_or_default();
+        Some(format!(
+            "killed: out of memory (memory.max={max}{peak}; {} OOM kill{})",
+            events.oom_kill,
+            if events.oom_kill == 1 { "" } else { "s" }
+        ))
+    }
+
     /// The state as the runtime spec's JSON (`ociVersion`, `id`, `status`, `pid`, `bundle`,
-    /// `annotations`), with runc's `rootfs` and `created` too.
+    /// `annotations`), with runc's `rootfs` and `created` too, and for a stopped container
+    /// that its cgroup saw OOM-killed, `org.nebula.outcome` ([`Record::outcome`]).
     pub fn state_json(&self, status: Status) -> serde_json::Value {
+        let mut v = self.spec_state(status);
+        if status == Status::Stopped
+            && let Some(o) = self.outcome()
+        {
+            v["org.nebula.outcome"] = o.into();
+        }
+        v
+    }
+
+    fn spec_state(&self, status: Status) -> serde_json::Value {
         serde_json::json!({
             "ociVersion": OCI_VERSION,
             "id": self.id,

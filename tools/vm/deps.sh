@@ -23,6 +23,11 @@ command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v cpio >/dev/null || missing+=(cpio)
 # newuidmap/newgidmap: the rootless tests map a user's /etc/subuid range with them.
 [[ -x /usr/bin/newuidmap && -x /usr/bin/newgidmap ]] || missing+=(uidmap)
+# The OCI runtime's peers and client: crun and runc (tools/oci/validate.sh), containerd with
+# ctr and its runc shim (tests/oci_containerd.rs). Its service is not started here.
+command -v crun >/dev/null || missing+=(crun)
+command -v runc >/dev/null || missing+=(runc)
+[[ -x /usr/bin/containerd && -x /usr/bin/ctr && -x /usr/bin/containerd-shim-runc-v2 ]] || missing+=(containerd)
 if [[ ! -x $BUSYBOX ]]; then missing+=(busybox-static)
 elif ! static_busybox; then
     die "$BUSYBOX is dynamically linked; install busybox-static (apt-get install busybox-static)"

@@ -168,8 +168,7 @@ pub use config::{
     BindMount, CgroupUse, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, DEFAULT_TMP_SIZE, Device,
     DeviceKind, IdMapping, Identity, Limits, MemoryFallback, Mount, Namespaces, Network,
     ProcessConfig, Propagation, RLIM_INFINITY, Resource, RlimitSetting, RootFs, Stdio, Sysfs,
-    TmpfsMount,
-    ViolationCallback,
+    TmpfsMount, ViolationCallback,
 };
 pub use idpool::{IdLease, IdPool, IdPoolError, IdRange};
 pub use outcome::{ClosureError, ExitStatus, MemoryEnforcement, Outcome, ProcessError};
