@@ -251,6 +251,16 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A line on stdout; a reader that went away (`| head`) is not an error of the runtime's.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// A line on stderr, as [`say`].
+fn esay(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn tty_refused(socket: &Option<PathBuf>, tty: bool) -> Result<(), OciError> {
     if socket.is_some() || tty {
         return Err(refuse(
@@ -275,10 +285,7 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
     }
     let rt = Runtime::new(&cli.root);
     let out = |v: &serde_json::Value| {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(v).expect("JSON serializes")
-        );
+        say(&serde_json::to_string_pretty(v).expect("JSON serializes"));
     };
     let tty = |s: &Option<PathBuf>| tty_refused(s, false);
     match &cli.cmd {
@@ -320,7 +327,7 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
                 && let Some(o) = st["org.nebula.outcome"].as_str()
             {
                 let msg = format!("container {id}: {o}");
-                eprintln!("nebula-runc: {msg}");
+                esay(&format!("nebula-runc: {msg}"));
                 log_line(cli.log.as_deref(), cli.log_format, "info", &msg);
             }
             Ok((0, rt.delete(id, *force)?))
@@ -344,11 +351,11 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
             if format == "json" {
                 out(&serde_json::json!(pids));
             } else {
-                println!("PID\tCMD");
+                say("PID\tCMD");
                 for p in pids {
                     let cmd =
                         std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-                    println!("{p}\t{}", cmd.trim());
+                    say(&format!("{p}\t{}", cmd.trim()));
                 }
             }
             Ok((0, Vec::new()))
@@ -361,15 +368,15 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
                 let v: Vec<serde_json::Value> = all.iter().map(|(r, s)| r.state_json(*s)).collect();
                 out(&serde_json::json!(v));
             } else {
-                println!("ID\tPID\tSTATUS\tBUNDLE\tCREATED");
+                say("ID\tPID\tSTATUS\tBUNDLE\tCREATED");
                 for (r, s) in all {
-                    println!(
+                    say(&format!(
                         "{}\t{}\t{s}\t{}\t{}",
                         r.id,
                         r.pid,
                         r.bundle.display(),
                         r.created
-                    );
+                    ));
                 }
             }
             Ok((0, Vec::new()))
@@ -418,14 +425,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok((code, warnings)) => {
             for w in warnings {
                 let msg = chain(&w);
-                eprintln!("nebula-runc: warning: {msg}");
+                esay(&format!("nebula-runc: warning: {msg}"));
                 log_line(cli.log.as_deref(), cli.log_format, "warning", &msg);
             }
             code
         }
         Err(e) => {
             let msg = chain(&e);
-            eprintln!("nebula-runc: error: {msg}");
+            esay(&format!("nebula-runc: error: {msg}"));
             log_line(cli.log.as_deref(), cli.log_format, "error", &msg);
             1
         }

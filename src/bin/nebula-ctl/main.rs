@@ -11,6 +11,7 @@ mod demo;
 mod hints;
 mod kill;
 mod list;
+mod oci;
 mod probe;
 mod run;
 mod stats;
@@ -34,6 +35,7 @@ enum Command {
     Stats(stats::StatsCmd),
     Kill(kill::Kill),
     Top(top::Top),
+    Oci(oci::Oci),
     Completions(completions::Completions),
     #[command(hide = true)]
     Man(completions::Man),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Stats(s) => s.run(),
         Command::Kill(k) => k.run(),
         Command::Top(t) => t.run(),
+        Command::Oci(o) => o.run(),
         Command::Completions(c) => c.run(Cli::command()),
         Command::Man(m) => m.run(Cli::command()),
     };
