@@ -277,13 +277,9 @@ fn containerd_runs_nebula_containers() {
     let c = Containerd::start();
     let image = c.dir.join("busybox-oci.tar");
     std::fs::write(&image, busybox_image()).unwrap();
-    c.ok(&[
-        "images",
-        "import",
-        "--index-name",
-        IMAGE,
-        image.to_str().unwrap(),
-    ]);
+    // The image is named by its manifest's annotation (an --index-name would name the
+    // index.json itself, which an OCI layout keeps outside its blobs).
+    c.ok(&["images", "import", image.to_str().unwrap()]);
     let run = |extra: &[&str], id: &str, cmd: &[&str]| {
         let mut args = vec!["run", "--snapshotter", "native", "--runc-binary", RUNC];
         args.extend_from_slice(extra);
@@ -304,34 +300,42 @@ fn containerd_runs_nebula_containers() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
     nothing_left("t1");
 
-    // 2. Past its memory limit: OOM-killed, and nebula says so.
-    let o = run(
-        &["--memory-limit", "33554432"],
-        "t2",
-        &["sh", "-c", "head -c 200000000 /dev/zero | tail"],
-    );
+    // 2. Past its memory limit: OOM-killed (137), and nebula says so. ctr run deletes the
+    // task when it ends; a detached one waits, stopped, for `ctr task delete`, and meanwhile
+    // nebula-runc's state (read from the shim's state root) says how it ended.
+    let hog = ["sh", "-c", "head -c 200000000 /dev/zero | tail"];
+    let o = run(&["--rm", "--memory-limit", "33554432"], "t2", &hog);
     assert_eq!(
         o.status.code(),
         Some(137),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    nothing_left("t2");
+    let o = run(&["-d", "--memory-limit", "33554432"], "t4", &hog);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    c.wait_stopped("t4");
     let st = Command::new(RUNC)
         .arg("--root")
         .arg(shim_root())
-        .args(["state", "t2"])
+        .args(["state", "t4"])
         .output()
         .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(st["status"], "stopped");
     let outcome = st["org.nebula.outcome"].as_str().unwrap_or_default();
     assert!(
-        outcome.contains("out of memory") && outcome.contains("memory.max=32M"),
+        outcome.contains("out of memory") && outcome.contains("memory.max=32.0M"),
         "{st}"
     );
-    c.ok(&["task", "delete", "t2"]);
-    c.ok(&["container", "delete", "t2"]);
-    nothing_left("t2");
+    c.ok(&["task", "delete", "t4"]);
+    c.ok(&["container", "delete", "t4"]);
+    nothing_left("t4");
 
     // 3. exec and kill on a running container.
     let o = run(&["-d"], "t3", &["sleep", "1000"]);

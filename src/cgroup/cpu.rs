@@ -1,4 +1,5 @@
-//! The cpu controller of a [`Leaf`]: `cpu.max` bandwidth and `cpu.stat` (usage, throttling).
+//! The cpu controller of a [`Leaf`]: `cpu.max` bandwidth, `cpu.weight` and `cpu.stat`
+//! (usage, throttling).
 
 use super::error::CgroupError;
 use super::leaf::Leaf;
@@ -21,6 +22,16 @@ impl Leaf {
     /// As [`Leaf::memory_max`].
     pub fn cpu_max(&self) -> Result<CpuMax, CgroupError> {
         self.parsed("cpu.max", parse_cpu_max)
+    }
+
+    /// Sets `cpu.weight` (1 to 10000, default 100): the leaf's share of CPU time against its
+    /// siblings when they compete.
+    ///
+    /// # Errors
+    ///
+    /// As [`Leaf::set_cpu_max`].
+    pub fn set_cpu_weight(&self, weight: u64) -> Result<(), CgroupError> {
+        self.write_ctl("cpu.weight", &weight.to_string())
     }
 
     /// `cpu.stat`: CPU time used and throttling.

@@ -540,8 +540,12 @@ fn resources(r: &LinuxResources, c: &mut ProcessConfig) -> Result<(), OciError> 
                 period,
             });
         }
+        if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+            // runc's cgroup v2 conversion: shares 2..262144 onto weight 1..10000.
+            let s = shares.clamp(2, 262_144);
+            c.limits.cpu_weight = Some(1 + (s - 2) * 9999 / 262_142);
+        }
         for (present, field) in [
-            (cpu.shares().is_some(), "linux.resources.cpu.shares"),
             (
                 cpu.realtime_runtime().is_some(),
                 "linux.resources.cpu.realtimeRuntime",

@@ -289,6 +289,8 @@ pub struct Limits {
     pub memory_swap_max: Option<u64>,
     /// `cpu.max`.
     pub cpu_max: Option<CpuMax>,
+    /// `cpu.weight` (1 to 10000): the share of CPU time against sibling contexts.
+    pub cpu_weight: Option<u64>,
     /// `io.max`, one entry per device.
     pub io_max: Vec<IoMax>,
     /// `pids.max`: processes and threads of the context.

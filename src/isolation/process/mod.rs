@@ -760,6 +760,9 @@ impl ProcessIsolation {
                 leaf.set_memory_swap_max(Limit::Value(m)),
             )?;
         }
+        if let Some(w) = l.cpu_weight {
+            set("cpu.weight write", leaf.set_cpu_weight(w))?;
+        }
         if let Some(c) = l.cpu_max {
             set("cpu.max write", leaf.set_cpu_max(c))?;
         }

@@ -58,6 +58,7 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
         || l.memory_low.is_some()
         || l.memory_swap_max.is_some()
         || l.cpu_max.is_some()
+        || l.cpu_weight.is_some()
         || !l.io_max.is_empty()
         || l.pids_max.is_some()
         || config.device_rules.is_some();
@@ -209,7 +210,7 @@ pub(super) fn limits(
             });
         }
     }
-    let needs: [(bool, Controller, &'static str); 7] = [
+    let needs: [(bool, Controller, &'static str); 8] = [
         (
             lim.memory_pressure.is_some(),
             Controller::Memory,
@@ -234,6 +235,11 @@ pub(super) fn limits(
             lim.cpu_max.is_some(),
             Controller::Cpu,
             "cpu.max (cgroup v2 cpu controller)",
+        ),
+        (
+            lim.cpu_weight.is_some(),
+            Controller::Cpu,
+            "cpu.weight (cgroup v2 cpu controller)",
         ),
         (
             !lim.io_max.is_empty(),
