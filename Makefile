@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(if $(HOME),$(HOME)/.cache/nebula-memory/target,$(CU
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
 
-.PHONY: all build deps test host-test vm-test bench bench-deps lint fmt demo doc man fuzz
+.PHONY: all build deps test host-test vm-test oci-validate bench bench-deps lint fmt demo doc man fuzz
 
 all: build
 
@@ -52,12 +52,21 @@ vm-test:
 	echo "vm-test: binaries: $$bins"; \
 	VM_EXTRA="$(CARGO_TARGET_DIR)/debug/nebula-ctl $(CARGO_TARGET_DIR)/debug/nebula-runc $(ESCAPES) /usr/bin/script /usr/bin/newuidmap /usr/bin/newgidmap $(CONTAINERD)" tools/vm/vm-test.sh $$bins -- --include-ignored --test-threads=1
 
-# The VM tier's and the hardware level's packages (qemu, busybox-static, cpio).
+# The OCI runtime's peer tests: runtime-tools' validation programs (built offline from
+# ../shared/oci with Go from PyPI) against nebula-runc, crun and runc in one VM; fails when
+# nebula fails a test that tools/oci/known-failures does not explain. The table:
+# $(CARGO_TARGET_DIR)/oci/validation.txt.
+oci-validate:
+	$(CARGO) build --bin nebula-runc
+	tools/oci/validate.sh
+
+# The VM tier's and the hardware level's packages (qemu, busybox-static, cpio, and the OCI
+# peers crun, runc, containerd).
 deps:
 	tools/vm/deps.sh
 
 # make test fuzzes the channel decoder for a bounded time too (FUZZ_SECONDS, 20 s here).
-test: deps lint host-test vm-test
+test: deps lint host-test vm-test oci-validate
 	$(MAKE) fuzz FUZZ_SECONDS=20
 
 # The peers the benchmarks measure side by side (bubblewrap for the spawn bench).
@@ -67,6 +76,8 @@ bench-deps:
 bench: bench-deps
 	for b in region_alloc channel violation spawn pkey_switch; do $(CARGO) bench --bench $$b || exit 1; done
 	$(CARGO) bench --features wasm --bench wasm_instantiate
+	$(CARGO) build --release --bin nebula-runc
+	tools/oci/bench.sh
 
 # Fuzz the channel decoder (cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the one
 # stable toolchain here accept them). FUZZ_SECONDS bounds the run.

@@ -1,5 +1,5 @@
 //! Device access of a [`Leaf`]: cgroup v2 has no `devices.allow` file; its device
-//! controller is an eBPF program attached to the cgroup ([`crate::sys::bpf`]).
+//! controller is an eBPF program attached to the cgroup (built by nebula's `sys::bpf`).
 
 use super::error::CgroupError;
 use super::leaf::Leaf;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use super::{OciError, Runtime};
+use super::error::OciError;
+use super::runtime::Runtime;
 
 /// An OCI runtime on nebula's process level (runc's command line).
 #[derive(Debug, Parser)]
@@ -382,7 +383,7 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
             Ok((0, Vec::new()))
         }
         Cmd::Features => {
-            out(&super::features());
+            out(&super::runtime::features());
             Ok((0, Vec::new()))
         }
         Cmd::Exec {
@@ -396,8 +397,8 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
         } => {
             tty_refused(console_socket, *tty)?;
             let what = match (process, args.is_empty()) {
-                (Some(f), true) => super::ExecProcess::File(f),
-                (None, false) => super::ExecProcess::Args(args),
+                (Some(f), true) => super::runtime::ExecProcess::File(f),
+                (None, false) => super::runtime::ExecProcess::Args(args),
                 _ => {
                     return Err(refuse(
                         "exec",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::Hook;
 
-use super::OciError;
+use super::error::OciError;
 use super::spec::HookKind;
 
 fn kind_name(kind: HookKind) -> &'static str {

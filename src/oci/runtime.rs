@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::process::{Pid, PidfdFlags, WaitOptions};
 
-use super::OciError;
+use super::error::OciError;
 use super::hooks;
 use super::spec::{self, HookKind};
 use super::state::{self, FIFO, Record, Status};

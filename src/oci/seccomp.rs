@@ -13,7 +13,7 @@
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
-use super::OciError;
+use super::error::OciError;
 use crate::seccomp::{Action, ArgCmp, Case, CmpOp, Profile, ProfileTable, SyscallRule};
 
 fn unsupported(field: &str, why: &str) -> OciError {

@@ -16,7 +16,7 @@ use oci_spec::runtime::{
 };
 use serde_json::Value;
 
-use super::OciError;
+use super::error::OciError;
 use crate::cgroup::CpuMax;
 use crate::isolation::process::{
     CgroupUse, Command, Device, DeviceKind, IdMapping, Identity, Mount, Namespaces, ProcessConfig,

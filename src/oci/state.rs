@@ -2,37 +2,12 @@
 //! is started, the `exec.fifo` its workload waits on.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::OciError;
-
-/// A container's state, as the runtime spec names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Created, waiting to be started.
-    Created,
-    /// Its process runs.
-    Running,
-    /// Frozen (`cgroup.freeze`).
-    Paused,
-    /// Its process has exited.
-    Stopped,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Paused => "paused",
-            Status::Stopped => "stopped",
-        })
-    }
-}
+use super::error::OciError;
+pub use super::status::Status;
 
 /// What `create` wrote down about a container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

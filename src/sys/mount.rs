@@ -510,7 +510,10 @@ fn mknod(path: &CStr, mode: libc::mode_t, dev: libc::dev_t, owner: (u32, u32)) -
         r => r?,
     }
     // SAFETY: as above; integer ids.
-    check(unsafe { libc::chown(path.as_ptr(), owner.0, owner.1) })
+    check(unsafe { libc::chown(path.as_ptr(), owner.0, owner.1) })?;
+    // mknod's mode went through the umask: set the bits asked for.
+    // SAFETY: as above; an integer mode.
+    check(unsafe { libc::chmod(path.as_ptr(), mode & 0o7777) })
 }
 
 /// [`MountStep::PivotRoot`]: the `pivot_root(".", ".")` idiom (pivot_root(2) NOTES): the

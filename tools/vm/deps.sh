@@ -28,6 +28,8 @@ command -v cpio >/dev/null || missing+=(cpio)
 command -v crun >/dev/null || missing+=(crun)
 command -v runc >/dev/null || missing+=(runc)
 [[ -x /usr/bin/containerd && -x /usr/bin/ctr && -x /usr/bin/containerd-shim-runc-v2 ]] || missing+=(containerd)
+# tools/oci/build-validation.sh gets Go from PyPI into a venv.
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [[ ! -x $BUSYBOX ]]; then missing+=(busybox-static)
 elif ! static_busybox; then
     die "$BUSYBOX is dynamically linked; install busybox-static (apt-get install busybox-static)"

@@ -236,7 +236,7 @@ impl Command {
         self
     }
 
-    /// This command with its program looked up as [`Command::candidates_in`] does (the first
+    /// This command with its program looked up inside `root` on the environment's `PATH` (the first
     /// match), for a context that will see `root` as `/` (an OCI `exec` into a container).
     ///
     /// # Errors
@@ -422,7 +422,7 @@ impl ProcessIsolation {
 
     /// Creates `cmd`'s context as an OCI runtime's `create` does: set up to the last step
     /// before the workload's own (its privileges, seccomp filter and `execve`), where it waits
-    /// at `gate` (see [`crate::sys::clone::ExecPlan::gate`]), and detached from this
+    /// at `gate` (a FIFO held open for reading and writing: the read waits for a byte), and detached from this
     /// supervisor: no parent-death signal, the cgroup leaf stays when this returns, and
     /// pid 1 exits the way the workload does. Whoever writes a byte into the gate's FIFO
     /// starts it; whoever reaps the pid (a subreaper such as containerd's shim, or init)
