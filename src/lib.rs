@@ -37,6 +37,7 @@
 //! on any cycle, file by file and folder by folder):
 //!
 //! ```text
+//!  runtimes     oci: the OCI runtime (runc's command line) on the process level
 //!  front door   isolation: the seed's names, levels (for_level), tenants; authority::{channel, ipc}
 //!  seed API     isolation::{context (region), thread}, memory::sandbox, authority::capability
 //!  roll-up      error: IsolationError, the seed's variants and every module error below
