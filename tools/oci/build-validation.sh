@@ -12,11 +12,20 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 CACHE=${OCI_CACHE:-$(dirname "$TARGET")/oci}
-SNAP=${1:-$REPO/../shared/oci/runtime-tools-5e63903.tar.gz}
+NAME=runtime-tools-5e63903.tar.gz
 say() { echo "build-validation: $*" >&2; }
 
-[[ -f $SNAP ]] || { say "no snapshot at $SNAP (pass its path)"; exit 1; }
 mkdir -p "$CACHE"
+# The snapshot: the argument, else ../shared/oci beside the clone (or the workspace's), else
+# the copy the first build kept in the cache, so a clone elsewhere builds it too.
+SNAP=${1:-}
+if [[ -z $SNAP ]]; then
+    for c in "$REPO/../shared/oci/$NAME" "/work/shared/oci/$NAME" "$CACHE/$NAME"; do
+        [[ -f $c ]] && { SNAP=$c; break; }
+    done
+fi
+[[ -n $SNAP && -f $SNAP ]] || { say "no snapshot $NAME (in ../shared/oci or $CACHE; pass its path)"; exit 1; }
+[[ $SNAP -ef $CACHE/$NAME ]] || cp -f "$SNAP" "$CACHE/$NAME"
 SUITE=$CACHE/runtime-tools
 STAMP=$SUITE/.built-$(sha256sum "$SNAP" | cut -c1-16)
 if [[ -f $STAMP ]]; then
