@@ -15,7 +15,7 @@ impl Leaf {
     /// # Errors
     ///
     /// [`CgroupError::Write`] naming `bpf(BPF_PROG_LOAD/BPF_PROG_ATTACH)` with the kernel's
-    /// answer (`EPERM` without `CAP_BPF`, `EEXIST` when a program is attached already).
+    /// answer (`EPERM` without `CAP_BPF`). A program attached before is replaced.
     pub fn set_device_rules(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         let describe = || format!("{} device rules", rules.len());
         let prog = crate::sys::bpf::compile(rules).map_err(|source| CgroupError::Write {

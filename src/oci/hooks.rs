@@ -80,19 +80,25 @@ fn run_one(
     }
     cmd.env_clear();
     for kv in hook.env().as_deref().unwrap_or_default() {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
-        }
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| fail(format!("its env entry {kv:?} is not KEY=VALUE")))?;
+        cmd.env(k, v);
     }
     cmd.stdin(std::process::Stdio::piped());
     if matches!(kind, HookKind::CreateContainer | HookKind::StartContainer) {
         crate::sys::process::join_before_exec(&mut cmd, namespaces_of(pid));
     }
     let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin may close it: EPIPE is not its failure.
-        let _ = stdin.write_all(state.to_string().as_bytes());
-    }
+    // From a thread: a hook that never reads a state larger than the pipe's buffer must not
+    // hang the runtime past the hook's timeout. EPIPE (it closed its stdin) is not its
+    // failure.
+    let writer = child.stdin.take().map(|mut stdin| {
+        let text = state.to_string();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(text.as_bytes());
+        })
+    });
     let timeout = hook
         .timeout()
         .and_then(|t| u64::try_from(t).ok())
@@ -101,7 +107,12 @@ fn run_one(
     let start = Instant::now();
     loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) if status.success() => {
+                if let Some(w) = writer {
+                    let _ = w.join();
+                }
+                return Ok(());
+            }
             Ok(Some(status)) => return Err(fail(format!("it exited with {status}"))),
             Ok(None) => {}
             Err(e) => return Err(fail(e.to_string())),

@@ -338,6 +338,11 @@ impl Runtime {
             },
             None => None,
         };
+        // Whatever is left in its cgroup goes too (daemonized children, or every process of a
+        // container without a pid namespace of its own).
+        if let Some(l) = &leaf {
+            l.kill()?;
+        }
         if status != Status::Stopped {
             match &leaf {
                 Some(l) => l.kill()?,
@@ -471,6 +476,8 @@ impl Runtime {
         if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
             c.seccomp_table = Some(super::seccomp::table(s)?);
         }
+        // nebula's own options (org.nebula.seccomp) hold for exec'd processes too.
+        spec::annotations(&spec, &mut c)?;
         // The program is looked up inside the container's root, which /proc/<pid>/root is.
         let cmd = cmd.resolved_in(Path::new(&format!("/proc/{}/root", r.pid)), &c.env)?;
         let iso = ProcessIsolation::new(c)?;
@@ -611,7 +618,7 @@ pub fn features() -> serde_json::Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps,
             "cgroup": {"v1": false, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
-            "seccomp": {"enabled": false},
+            "seccomp": {"enabled": true, "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRAP"], "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"], "archs": ["SCMP_ARCH_X86_64"]},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},

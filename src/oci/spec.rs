@@ -502,8 +502,13 @@ fn resources(r: &LinuxResources, c: &mut ProcessConfig) -> Result<(), OciError> 
             c.limits.memory_max = Some(limit.unsigned_abs());
             if let Some(swap) = m.swap().filter(|s| *s >= 0) {
                 // OCI's swap is memory + swap (runc's v2 conversion).
-                c.limits.memory_swap_max =
-                    Some(swap.unsigned_abs().saturating_sub(limit.unsigned_abs()));
+                if swap < limit {
+                    return Err(unsupported(
+                        "linux.resources.memory.swap",
+                        "is memory + swap, so it cannot be below memory.limit",
+                    ));
+                }
+                c.limits.memory_swap_max = Some(swap.unsigned_abs() - limit.unsigned_abs());
             }
         } else if m.swap().is_some_and(|s| s >= 0) {
             return Err(unsupported(
@@ -714,7 +719,7 @@ fn device_rules(
     Ok(())
 }
 
-fn annotations(spec: &Spec, c: &mut ProcessConfig) -> Result<(), OciError> {
+pub(super) fn annotations(spec: &Spec, c: &mut ProcessConfig) -> Result<(), OciError> {
     for (k, v) in spec.annotations().iter().flatten() {
         let Some(key) = k.strip_prefix(ANNOTATION_PREFIX) else {
             continue;

@@ -64,6 +64,7 @@ const ALU64_RSH_K: u8 = 0x77;
 const ALU64_MOV_K: u8 = 0xb7;
 const ALU64_MOV_X: u8 = 0xbf;
 const JMP_JNE_K: u8 = 0x55;
+const JMP_JEQ_K: u8 = 0x15;
 const JMP_EXIT: u8 = 0x95;
 
 /// Compiles `rules` (see the module docs for the order) into a program.
@@ -96,16 +97,23 @@ pub fn compile(rules: &[DeviceRule]) -> io::Result<Vec<Insn>> {
         }
         let all = ACC_MKNOD | ACC_READ | ACC_WRITE;
         if r.access & all != all {
-            // Every requested access must be one the rule covers: (access & !covered) == 0.
             block.push(insn(ALU64_MOV_X, 6, 3, 0, 0));
-            block.push(insn(ALU64_AND_K, 6, 0, 0, imm(all & !r.access)?));
-            block.push(insn(JMP_JNE_K, 6, 0, -1, 0));
+            if r.allow {
+                // An allow covers a request only when it covers all of it (an O_RDWR open
+                // is one request for read and write): (access & !covered) == 0.
+                block.push(insn(ALU64_AND_K, 6, 0, 0, imm(all & !r.access)?));
+                block.push(insn(JMP_JNE_K, 6, 0, -1, 0));
+            } else {
+                // A deny refuses a request that asks for any access it names.
+                block.push(insn(ALU64_AND_K, 6, 0, 0, imm(r.access & all)?));
+                block.push(insn(JMP_JEQ_K, 6, 0, -1, 0));
+            }
         }
         block.push(insn(ALU64_MOV_K, 0, 0, 0, i32::from(r.allow)));
         block.push(insn(JMP_EXIT, 0, 0, 0, 0));
         let len = block.len();
         for (i, ins) in block.iter_mut().enumerate() {
-            if ins.code == JMP_JNE_K && ins.off == -1 {
+            if matches!(ins.code, JMP_JNE_K | JMP_JEQ_K) && ins.off == -1 {
                 ins.off = i16::try_from(len - i - 1)
                     .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
             }
@@ -161,7 +169,8 @@ const BPF_CGROUP_DEVICE: u32 = 6;
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: attr is a live, zero-initialized #[repr(C)] prefix of union bpf_attr of the
-    // size passed; the kernel reads it (and for a load writes only into log_buf, NULL here).
+    // size passed; the kernel reads it (and for a load writes only into log_buf: NULL, or on
+    // the retry a live buffer of log_size bytes owned by the caller for the call).
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -183,8 +192,9 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
 /// cgroup.
 ///
 /// # Errors
-/// `EPERM` without `CAP_BPF`/`CAP_SYS_ADMIN`, `EINVAL` from the verifier, `EEXIST` when a
-/// program is attached already.
+/// `EPERM` without `CAP_BPF`/`CAP_SYS_ADMIN` (or when the cgroup's program was attached
+/// with other flags), `EINVAL` from the verifier. Without flags a program attached before
+/// is replaced.
 ///
 /// # References
 /// bpf(2) `BPF_PROG_LOAD`, `BPF_PROG_ATTACH`; Documentation/admin-guide/cgroup-v2.rst.
@@ -255,6 +265,11 @@ mod tests {
                         pc += usize::try_from(i.off).unwrap();
                     }
                 }
+                JMP_JEQ_K => {
+                    if r[dst] == k {
+                        pc += usize::try_from(i.off).unwrap();
+                    }
+                }
                 JMP_EXIT => return r[0],
                 c => panic!("opcode {c:#x}"),
             }
@@ -303,6 +318,18 @@ mod tests {
             "mknod of a pty is not covered"
         );
         assert_eq!(run(&compile(&[]).unwrap(), DEV_BLOCK, ACC_READ, 8, 0), 1);
+        // A deny of writes refuses a read-write request, even under an earlier allow.
+        let mut with_deny = rules.to_vec();
+        with_deny.push(DeviceRule {
+            kind: Some(DEV_CHAR),
+            major: Some(1),
+            minor: Some(3),
+            access: ACC_WRITE,
+            allow: false,
+        });
+        let p = compile(&with_deny).unwrap();
+        assert_eq!(run(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3), 0);
+        assert_eq!(run(&p, DEV_CHAR, ACC_READ, 1, 3), 1);
         // A rule that matches everything ends the program: nothing after it is reachable.
         let deny_all = compile(&rules[..1]).unwrap();
         assert_eq!(deny_all.len(), 8);

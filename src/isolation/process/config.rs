@@ -380,8 +380,9 @@ pub struct ProcessConfig {
     /// ranges the closure watches ([`super::uffd_watch::watch`]) are write-protected and a
     /// write to one kills the context with a [`crate::violation::ViolationKind::WriteToFrozen`].
     pub watch_regions: bool,
-    /// `prctl(PR_SET_NO_NEW_PRIVS)` before the workload runs (the capability drop and the
-    /// seccomp filter set it too).
+    /// `prctl(PR_SET_NO_NEW_PRIVS)` before the workload runs. Off, it stays off (setuid
+    /// programs work) unless Landlock or a notifying seccomp filter needs it; a plain filter
+    /// is then installed before the capability drop, while `CAP_SYS_ADMIN` still allows it.
     pub no_new_privs: bool,
     /// Drop capabilities before the workload runs: every capability not in `keep_caps` leaves
     /// the bounding, permitted, effective, inheritable and ambient sets ([`crate::privileges`]).

@@ -476,7 +476,11 @@ impl ProcessIsolation {
         }
         Ok(Detached {
             pid: running.pid,
-            cgroup: running.leaf.as_ref().map(|l| l.path().to_owned()),
+            cgroup: running
+                .leaf
+                .as_ref()
+                .map(|l| l.path().to_owned())
+                .or_else(|| self.config.cgroup_path.clone()),
             host_ids: running.ids,
         })
     }
@@ -580,9 +584,17 @@ impl ProcessIsolation {
             spawned?
         };
         let parent = fds.into_parent();
-        let mut running = Running::new(self, spawned.pid, spawned.pidfd, leaf, parent, lease);
+        // A joined cgroup (cgroup_path) is another context's: the new one starts in it, but
+        // is never killed or removed through it (a failed start must not take that context
+        // down); it is killed through its pidfd.
+        let (own_leaf, joined_leaf) = if self.config.cgroup_path.is_some() {
+            (None, leaf)
+        } else {
+            (leaf, None)
+        };
+        let mut running = Running::new(self, spawned.pid, spawned.pidfd, own_leaf, parent, lease);
         if !spawned.in_cgroup
-            && let Some(l) = &running.leaf
+            && let Some(l) = running.leaf.as_ref().or(joined_leaf.as_ref())
         {
             l.add_process(pid_of(running.pid))
                 .map_err(|source| ProcessError::Cgroup {

@@ -69,6 +69,13 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
                 .into(),
         ));
     }
+    if config.root.is_some() && !config.binds.is_empty() {
+        return Err(ProcessError::InvalidConfig(
+            "bind mounts with a root filesystem of the context's own go in mounts (set up \
+             before the pivot, their targets resolved inside the root), not in binds"
+                .into(),
+        ));
+    }
     if config.root.is_some() && !ns.contains(Namespaces::MOUNT) {
         return Err(ProcessError::InvalidConfig(
             "a root filesystem of its own needs the mount namespace".into(),
@@ -77,6 +84,14 @@ pub(super) fn check_shape(config: &ProcessConfig, f: &Features) -> Result<(), Pr
     if config.root.is_none() && !(config.mounts.is_empty() && config.devices.is_empty()) {
         return Err(ProcessError::InvalidConfig(
             "mounts and devices are set up under a root filesystem of the context's own: set root"
+                .into(),
+        ));
+    }
+    if ns.contains(Namespaces::USER) && !config.join.is_empty() {
+        return Err(ProcessError::InvalidConfig(
+            "namespaces joined by path together with a new user namespace: the clone creates \
+             the user namespace first, and the joins would then need rights over namespaces \
+             it does not own; join them without a new user namespace"
                 .into(),
         ));
     }
