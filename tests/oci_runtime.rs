@@ -393,3 +393,51 @@ fn a_cgroup_limit_is_enforced_or_refused_with_the_reason() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn pause_and_resume_freeze_the_cgroup() {
+    if !ready() {
+        return;
+    }
+    let root = state_root("pause");
+    let b = Bundle::new("pause", &["sleep", "1000"], |_| {});
+    let bundle = b.dir.to_str().unwrap();
+    assert!(
+        runc(&root, &["create", "--bundle", bundle, "p1"])
+            .status
+            .success()
+    );
+    assert!(runc(&root, &["start", "p1"]).status.success());
+    let o = runc(&root, &["pause", "p1"]);
+    if !nebula_memory::features().cgroup_v2.available {
+        assert!(!o.status.success());
+        assert!(
+            text(&o.stderr).contains("cgroup.freeze"),
+            "{}",
+            text(&o.stderr)
+        );
+        assert!(runc(&root, &["delete", "--force", "p1"]).status.success());
+        common::skip("needs cgroup v2 to freeze a container");
+        return;
+    }
+    assert!(o.status.success(), "pause: {}", text(&o.stderr));
+    let s = state(&root, "p1");
+    assert_eq!(s["status"], "paused");
+    let pid = s["pid"].as_i64().unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = format!("/sys/fs/cgroup{}", cgroup.trim().trim_start_matches("0::"));
+    let events = std::fs::read_to_string(format!("{path}/cgroup.events")).unwrap();
+    assert!(
+        events.contains("frozen 1"),
+        "the kernel says frozen: {events}"
+    );
+    assert!(
+        !runc(&root, &["pause", "p1"]).status.success(),
+        "paused twice"
+    );
+    let o = runc(&root, &["resume", "p1"]);
+    assert!(o.status.success(), "resume: {}", text(&o.stderr));
+    assert_eq!(state(&root, "p1")["status"], "running");
+    assert!(runc(&root, &["delete", "--force", "p1"]).status.success());
+    let _ = std::fs::remove_dir_all(&root);
+}
