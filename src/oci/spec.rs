@@ -576,7 +576,7 @@ fn resources(r: &LinuxResources, c: &mut ProcessConfig) -> Result<(), OciError> 
     if r.block_io().is_some() {
         return Err(unsupported(
             "linux.resources.blockIO",
-            "not mapped yet; use unified io.max",
+            "not mapped onto io.max yet",
         ));
     }
     for (present, field) in [
