@@ -145,13 +145,11 @@ fn as_user(s: &Setup, uid: u32, args: &[&str], env: &[(&str, &Path)]) -> Command
 /// The CLI as root, with an empty environment but `PATH` (so root's own registry and every
 /// user's are read).
 fn as_root(s: &Setup, args: &[&str]) -> Output {
-    Command::new(&s.bin)
+    out(Command::new(&s.bin)
         .args(args)
         .env_clear()
         .env("PATH", PATH)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null()))
 }
 
 fn text(b: &[u8]) -> String {
@@ -457,12 +455,10 @@ fn refusals_give_cli_hints() {
             ("--cpu", "0.5"),
             ("--pids", "8"),
         ] {
-            let o = Command::new(&s.bin)
+            let o = out(Command::new(&s.bin)
                 .args(["run", flag, value, "--", "true"])
                 .env("NEBULA_RUN_DIR", &run_dir)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+                .stdin(Stdio::null()));
             let err = text(&o.stderr);
             assert_eq!(o.status.code(), Some(125), "{flag}: {err}");
             let named = if flag == "--memory" {
