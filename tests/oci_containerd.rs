@@ -189,23 +189,15 @@ impl Containerd {
     /// `ctr --address SOCK --namespace nebula ARGS`, output to files (a container's output
     /// goes through ctr, whose pipes may stay open while a shim lives).
     fn ctr(&self, args: &[&str]) -> Output {
-        let out = self.dir.join("ctr.out");
-        let err = self.dir.join("ctr.err");
-        let status = Command::new("/usr/bin/ctr")
-            .arg("--address")
-            .arg(&self.sock)
-            .args(["--namespace", NS])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .status()
-            .unwrap();
-        Output {
-            status,
-            stdout: std::fs::read(&out).unwrap(),
-            stderr: std::fs::read(&err).unwrap(),
-        }
+        common::output_via_files(
+            Command::new("/usr/bin/ctr")
+                .arg("--address")
+                .arg(&self.sock)
+                .args(["--namespace", NS])
+                .args(args),
+            &self.dir.join("ctr.out"),
+            &self.dir.join("ctr.err"),
+        )
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const RUNC: &str = env!("CARGO_BIN_EXE_nebula-runc");
@@ -91,22 +91,11 @@ fn state_root(name: &str) -> PathBuf {
 /// Runs `nebula-runc --root ROOT ARGS`, its output to files (a container inherits them: a
 /// pipe would stay open for its whole life).
 fn runc(root: &Path, args: &[&str]) -> Output {
-    let out = tempfile(root, "out");
-    let err = tempfile(root, "err");
-    let status = Command::new(RUNC)
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .status()
-        .unwrap();
-    Output {
-        status,
-        stdout: std::fs::read(&out).unwrap(),
-        stderr: std::fs::read(&err).unwrap(),
-    }
+    common::output_via_files(
+        Command::new(RUNC).arg("--root").arg(root).args(args),
+        &tempfile(root, "out"),
+        &tempfile(root, "err"),
+    )
 }
 
 fn tempfile(root: &Path, what: &str) -> PathBuf {

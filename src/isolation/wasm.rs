@@ -425,17 +425,7 @@ impl WasmError {
     }
 }
 
-/// The error and its sources, `: `-joined.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use crate::base::error_chain;
 
 fn boxed(e: wasmtime::Error) -> BoxError {
     e.into_boxed_dyn_error()

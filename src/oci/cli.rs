@@ -42,25 +42,32 @@ enum LogFormat {
     Json,
 }
 
+/// The options `create` and `run` share.
+#[derive(Debug, clap::Args)]
+struct Launch {
+    /// The bundle directory (holding config.json).
+    #[arg(long, short = 'b', default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's pid here.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Where to send a terminal's master fd (needs process.terminal).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Accepted: nebula never creates a session keyring.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Create a container from a bundle; it waits for `start`.
     Create {
-        /// The bundle directory (holding config.json).
-        #[arg(long, short = 'b', default_value = ".")]
-        bundle: PathBuf,
-        /// Write the container's pid here.
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        /// Where to send a terminal's master fd (needs process.terminal).
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
+        #[command(flatten)]
+        launch: Launch,
         /// Refused: nebula always uses pivot_root.
         #[arg(long = "no-pivot")]
         no_pivot: bool,
-        /// Accepted: nebula never creates a session keyring.
-        #[arg(long = "no-new-keyring")]
-        no_new_keyring: bool,
         /// Refused unless 0: extra inherited fds.
         #[arg(long = "preserve-fds", default_value_t = 0)]
         preserve_fds: u32,
@@ -97,21 +104,11 @@ enum Cmd {
     },
     /// Create and start a container; without --detach, wait and delete it.
     Run {
-        /// The bundle directory.
-        #[arg(long, short = 'b', default_value = ".")]
-        bundle: PathBuf,
-        /// Write the container's pid here.
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        /// Where to send a terminal's master fd.
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
+        #[command(flatten)]
+        launch: Launch,
         /// Return once it started.
         #[arg(long, short = 'd')]
         detach: bool,
-        /// Accepted: nebula never creates a session keyring.
-        #[arg(long = "no-new-keyring")]
-        no_new_keyring: bool,
         /// The container id.
         id: String,
     },
@@ -241,17 +238,6 @@ fn log_line(log: Option<&Path>, format: LogFormat, level: &str, msg: &str) {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// A line on stdout; a reader that went away (`| head`) is not an error of the runtime's.
 fn say(line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
@@ -291,11 +277,14 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
     let tty = |s: &Option<PathBuf>| tty_refused(s, false);
     match &cli.cmd {
         Cmd::Create {
-            bundle,
-            pid_file,
-            console_socket,
+            launch:
+                Launch {
+                    bundle,
+                    pid_file,
+                    console_socket,
+                    no_new_keyring: _,
+                },
             no_pivot,
-            no_new_keyring: _,
             preserve_fds,
             id,
         } => {
@@ -334,11 +323,14 @@ fn dispatch(cli: &Cli) -> Result<(i32, Vec<OciError>), OciError> {
             Ok((0, rt.delete(id, *force)?))
         }
         Cmd::Run {
-            bundle,
-            pid_file,
-            console_socket,
+            launch:
+                Launch {
+                    bundle,
+                    pid_file,
+                    console_socket,
+                    no_new_keyring: _,
+                },
             detach,
-            no_new_keyring: _,
             id,
         } => {
             tty(console_socket)?;
@@ -425,14 +417,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     match dispatch(&cli) {
         Ok((code, warnings)) => {
             for w in warnings {
-                let msg = chain(&w);
+                let msg = crate::base::error_chain(&w);
                 esay(&format!("nebula-runc: warning: {msg}"));
                 log_line(cli.log.as_deref(), cli.log_format, "warning", &msg);
             }
             code
         }
         Err(e) => {
-            let msg = chain(&e);
+            let msg = crate::base::error_chain(&e);
             esay(&format!("nebula-runc: error: {msg}"));
             log_line(cli.log.as_deref(), cli.log_format, "error", &msg);
             1

@@ -83,6 +83,21 @@ impl Runtime {
         Ok((dir, r))
     }
 
+    /// The record of `id`, which must be `want`; otherwise [`OciError::WrongState`] saying
+    /// `what`.
+    fn record_in(&self, id: &str, want: Status, what: &str) -> Result<(PathBuf, Record), OciError> {
+        let (dir, r) = self.record(id)?;
+        let status = r.status(&dir);
+        if status != want {
+            return Err(OciError::WrongState {
+                id: id.to_owned(),
+                status,
+                what: what.into(),
+            });
+        }
+        Ok((dir, r))
+    }
+
     /// `create`: sets the container up to its start gate (see the module docs of
     /// [`super`]); writes its pid to `pid_file`.
     ///
@@ -205,15 +220,11 @@ impl Runtime {
     /// [`OciError::WrongState`] unless the container is created; a failed `startContainer`
     /// hook.
     pub fn start(&self, id: &str) -> Result<Vec<OciError>, OciError> {
-        let (dir, r) = self.record(id)?;
-        let status = r.status(&dir);
-        if status != Status::Created {
-            return Err(OciError::WrongState {
-                id: id.to_owned(),
-                status,
-                what: "only a created container can be started".into(),
-            });
-        }
+        let (dir, r) = self.record_in(
+            id,
+            Status::Created,
+            "only a created container can be started",
+        )?;
         let bundle_hooks = r.hooks.clone().unwrap_or_default();
         let st = r.state_json(Status::Created);
         hooks::run(
@@ -415,15 +426,7 @@ impl Runtime {
         pid_file: Option<&Path>,
         detach: bool,
     ) -> Result<i32, OciError> {
-        let (dir, r) = self.record(id)?;
-        let status = r.status(&dir);
-        if status != Status::Running {
-            return Err(OciError::WrongState {
-                id: id.to_owned(),
-                status,
-                what: "exec needs a running container".into(),
-            });
-        }
+        let (dir, r) = self.record_in(id, Status::Running, "exec needs a running container")?;
         let spec: oci_spec::runtime::Spec = spec::read_checked(&dir.join(state::CONFIG))?;
         let process: oci_spec::runtime::Process = match process {
             ExecProcess::File(f) => spec::read_checked(f)?,
@@ -520,23 +523,15 @@ impl Runtime {
     /// # Errors
     /// [`OciError::WrongState`] without a cgroup or in the wrong state; the cgroup's errors.
     pub fn freeze(&self, id: &str, frozen: bool) -> Result<(), OciError> {
-        let (dir, r) = self.record(id)?;
-        let status = r.status(&dir);
         let (want, what) = if frozen {
             (Status::Running, "only a running container can be paused")
         } else {
             (Status::Paused, "only a paused container can be resumed")
         };
-        if status != want {
-            return Err(OciError::WrongState {
-                id: id.to_owned(),
-                status,
-                what: what.into(),
-            });
-        }
+        let (_, r) = self.record_in(id, want, what)?;
         let cg = r.cgroup.as_ref().ok_or_else(|| OciError::WrongState {
             id: id.to_owned(),
-            status,
+            status: want,
             what: "it has no cgroup (this host has no cgroup v2), and pausing needs cgroup.freeze"
                 .into(),
         })?;

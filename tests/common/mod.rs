@@ -143,3 +143,24 @@ fn zero_args_syscall(nr: libc::c_long) -> (libc::c_long, i32) {
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     (r, errno)
 }
+
+/// Runs `cmd` with stdin from /dev/null and its stdout and stderr into the files `out` and
+/// `err` rather than pipes: a container or a shim that inherits them may keep a pipe open
+/// long after the command returned, and reading it to EOF would wait for that.
+pub fn output_via_files(
+    cmd: &mut std::process::Command,
+    out: &std::path::Path,
+    err: &std::path::Path,
+) -> std::process::Output {
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(err).unwrap())
+        .status()
+        .unwrap();
+    std::process::Output {
+        status,
+        stdout: std::fs::read(out).unwrap(),
+        stderr: std::fs::read(err).unwrap(),
+    }
+}

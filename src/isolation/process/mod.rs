@@ -438,7 +438,7 @@ impl ProcessIsolation {
         gate: BorrowedFd<'_>,
     ) -> Result<Detached, ProcessError> {
         let mut running = self.spawn_exec(cmd, Some(gate), true)?;
-        running.await_report(Report::Ready, "the context reached its start gate")?;
+        running.await_report(Some(Report::Ready), "the context reached its start gate")?;
         if let (Some(rules), Some(leaf)) = (&self.config.device_rules, &running.leaf) {
             leaf.set_device_rules(rules)
                 .map_err(|source| ProcessError::Cgroup {
@@ -469,7 +469,7 @@ impl ProcessIsolation {
     /// before the `execve`, the `execve` included.
     pub fn spawn_detached(&self, cmd: &Command) -> Result<Detached, ProcessError> {
         let mut running = self.spawn_exec(cmd, None, true)?;
-        running.await_exec()?;
+        running.await_report(None, "the execve")?;
         running.reaped = true;
         if let Some(l) = running.leaf.as_mut() {
             l.disown();
@@ -1157,53 +1157,19 @@ impl<'a> Running<'a> {
 
     /// Waits for the closure child's [`Report::Unshared`].
     fn await_unshared(&mut self) -> Result<(), ProcessError> {
-        self.await_report(Report::Unshared, "the child entered its namespaces")
+        self.await_report(Some(Report::Unshared), "the child entered its namespaces")
     }
 
-    /// Waits until the report pipe closes without a report: the child's `execve` closed its
-    /// end (close-on-exec). A report first is a failed step.
-    fn await_exec(&mut self) -> Result<(), ProcessError> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let mut buf = [0u8; sc::REPORT_LEN];
-            match rustix::io::read(&self.report, &mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {
-                    self.pending.extend_from_slice(&buf);
-                    return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
-                        what: "a report before the execve".into(),
-                        source: io::Error::from_raw_os_error(libc::EPROTO),
-                    }));
-                }
-                Err(Errno::AGAIN | Errno::INTR) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ProcessError::Handshake {
-                            what: format!("no execve within {STARTUP_TIMEOUT:?}"),
-                            source: io::Error::from_raw_os_error(libc::ETIMEDOUT),
-                        });
-                    }
-                    poll_fds(&mut [PollFd::new(&self.report, PollFlags::IN)], left)?;
-                }
-                Err(e) => {
-                    return Err(ProcessError::Handshake {
-                        what: "reading the report pipe".into(),
-                        source: e.into(),
-                    });
-                }
-            }
-        }
-    }
-
-    /// Waits for the report `expected` (`what`: what it means, for errors); any other report
-    /// or an exit first is the child's failure.
-    fn await_report(&mut self, expected: Report, what: &str) -> Result<(), ProcessError> {
+    /// Waits for the report `expected` (`what`: what it means, for errors), or with `None`
+    /// for the report pipe to close without one (the child's `execve` closed its end,
+    /// close-on-exec); any other report, or an exit first, is the child's failure.
+    fn await_report(&mut self, expected: Option<Report>, what: &str) -> Result<(), ProcessError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let mut buf = [0u8; sc::REPORT_LEN];
             match rustix::io::read(&self.report, &mut buf) {
                 Ok(n) if n == sc::REPORT_LEN => match Report::decode(&buf) {
-                    Some(r) if r == expected => return Ok(()),
+                    Some(r) if Some(r) == expected => return Ok(()),
                     _ => {
                         self.pending.extend_from_slice(&buf);
                         return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
@@ -1212,6 +1178,7 @@ impl<'a> Running<'a> {
                         }));
                     }
                 },
+                Ok(0) if expected.is_none() => return Ok(()),
                 Ok(0) => {
                     return Err(self.early_failure().unwrap_or(ProcessError::Handshake {
                         what: format!("the child exited before {what}"),
